@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test` (both set everything up first).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test schemas example-data docker-image bench-synth clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# constraints pin the local CPU build of torch; without them pip swaps in a multi-GB CUDA build
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	# the main job the way an agent runs it: the runner, the example data, the local backend, shipped weights
+	$(BIN)/python runners/tao_run_action.py --skill skills/tao-train-nvpanoptix3d --action inference \
+		--inference-dataset examples/front3d_tiny --backend local --jobs-dir jobs
+	@echo "outputs: jobs/<job id>/results/predictions/ (volume .npz, meshes .ply, objects JSON, previews)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+schemas: setup
+	$(BIN)/python -m tao_skill_bank.schema_gen
+
+example-data: setup
+	rm -rf examples/front3d_tiny
+	$(BIN)/nvpanoptix3d synth examples/front3d_tiny --scenes 4 --frames 1 --seed 2026 --val-scenes 1 --test-scenes 1
+
+docker-image: setup
+	bash docker/build_host_image.sh
+
+bench-synth: setup
+	$(BIN)/python bench/synth.py
+
+clean:
+	rm -rf $(VENV) jobs

@@ -1,0 +1,124 @@
+"""Entry point with TAO's command contract:
+
+    nvpanoptix3d <train|evaluate|inference|export> -e SPEC.yaml [dotted.key=value ...]
+    nvpanoptix3d synth OUT --scenes N --frames F --seed S [--workers K]
+
+Exit code 0 only on success; a bad spec gets one line naming the key and the fix (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+from .config import ACTIONS, ExperimentConfig, SpecError, from_dict, to_dict, validate_semantics
+from .fileio import write_bytes
+
+
+def _leaf_type(dotted: str):
+    cls = ExperimentConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            raise SpecError(f"{dotted}: unknown key {part!r}; valid keys there: {', '.join(sorted(fields))}")
+        f = fields[part]
+        if i == len(parts) - 1:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            return type(default)
+        cls = f.default_factory
+    return None
+
+
+def apply_overrides(spec: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"override {item!r}: write it as dotted.key=value")
+        key, raw = item.split("=", 1)
+        kind = _leaf_type(key)
+        value = raw if kind is str else yaml.safe_load(raw)
+        node = spec
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {}) if isinstance(node.get(part), dict) or part not in node else node[part]
+        node[parts[-1]] = value
+    return spec
+
+
+def load_config(spec_path: str, overrides: list[str]) -> ExperimentConfig:
+    path = Path(spec_path)
+    if not path.is_file():
+        raise SpecError(f"-e {spec_path}: spec file not found")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"-e {spec_path}: not valid YAML ({exc.__class__.__name__})") from None
+    cfg = from_dict(ExperimentConfig, apply_overrides(spec, overrides))
+    validate_semantics(cfg)
+    if not cfg.results_dir:
+        raise SpecError("results_dir: empty; pass results_dir=/path/to/results")
+    return cfg
+
+
+def run_action(action: str, cfg: ExperimentConfig) -> dict:
+    from .engine import evaluate, export, inference, train
+    runners = {"train": train.run_train, "evaluate": evaluate.run_evaluate, "inference": inference.run_inference,
+               "export": export.run_export}
+    return runners[action](cfg)
+
+
+def synth_main(argv: list[str]) -> int:
+    from .synth import write_dataset
+    p = argparse.ArgumentParser(prog="nvpanoptix3d synth", description="Write synthetic scenes in the "
+                                "NVPanoptix3D / 3D-FRONT layout")
+    p.add_argument("out")
+    p.add_argument("--scenes", type=int, default=10)
+    p.add_argument("--frames", type=int, default=2, help="views per scene")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-scenes", type=int)
+    p.add_argument("--test-scenes", type=int)
+    p.add_argument("--layout", default="front3d", choices=["front3d"])
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args(argv)
+    out = write_dataset(a.out, a.scenes, a.frames, a.seed, a.val_scenes, a.test_scenes, a.workers)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "synth":
+        return synth_main(argv[1:])
+    p = argparse.ArgumentParser(prog="nvpanoptix3d", description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("-e", "--experiment_spec", required=True, help="spec YAML")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value")
+    args = p.parse_intermixed_args(argv)
+    status = None
+    try:
+        cfg = load_config(args.experiment_spec, args.overrides)
+        results = Path(cfg.results_dir)
+        results.mkdir(parents=True, exist_ok=True)
+        write_bytes(results / "experiment.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+        from .engine.status import StatusWriter
+        status = StatusWriter(results)
+        run_action(args.action, cfg)
+        return 0
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if status:
+            status.write("failed", action=args.action, error=str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the job must end with a failure record and non-zero exit
+        traceback.print_exc()
+        if status:
+            status.write("failed", action=args.action, error=f"{type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

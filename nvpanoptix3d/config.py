@@ -1,0 +1,317 @@
+"""Typed action configs of the engine: the single definition of every spec key.
+
+The skill bank generates its JSON schemas and spec templates from these dataclasses
+(`tao_skill_bank.schema_gen`), so each leaf carries its bounds, options and AutoML metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def param(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
+          options: list | None = None, option_weights: list[float] | None = None, automl: bool = False,
+          popular: bool = False, math_cond: str | None = None, depends_on: str | None = None) -> Any:
+    """A spec leaf with the metadata the schema generator and the AutoML search read.
+
+    math_cond: a Python expression over dotted keys that every launched trial must satisfy
+    (e.g. "train.optim.milestones[0] < train.num_epochs"); depends_on: "key=value" gating a search.
+    """
+    meta = {"description": description, "minimum": minimum, "maximum": maximum, "options": options,
+            "option_weights": option_weights, "automl": automl, "popular": popular,
+            "math_cond": math_cond, "depends_on": depends_on}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: list(d) if isinstance(d, list) else dict(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, description: str) -> Any:
+    return field(default_factory=cls, metadata={"description": description})
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class SemSegHeadConfig:
+    num_classes: int = param(13, "Semantic classes including void (0); 3D-FRONT uses 13.", minimum=2, maximum=256)
+    hidden_dim: int = param(64, "Channels of the pixel decoder.", minimum=8, maximum=1024)
+
+
+@dataclass
+class MaskFormerConfig:
+    num_object_queries: int = param(100, "Object queries of the Mask2Former-style head.", minimum=4, maximum=300,
+                                    automl=True, popular=True)
+    dec_layers: int = param(10, "Transformer decoder layers of the query head.", minimum=1, maximum=12,
+                            automl=True, popular=True)
+    hidden_dim: int = param(256, "Query and mask embedding width.", minimum=16, maximum=1024, options=None)
+    nheads: int = param(8, "Attention heads in the query decoder.", minimum=1, maximum=32)
+    class_weight: float = param(2.0, "Weight of the query classification loss.", minimum=0.0, maximum=100.0, automl=True)
+    mask_weight: float = param(5.0, "Weight of the mask BCE loss.", minimum=0.0, maximum=100.0, automl=True)
+    dice_weight: float = param(5.0, "Weight of the mask dice loss.", minimum=0.0, maximum=100.0, automl=True)
+    no_object_weight: float = param(0.1, "Classification weight of the no-object class.", minimum=0.0, maximum=1.0)
+    test_topk: int = param(100, "Queries kept at inference.", minimum=1, maximum=300)
+    object_mask_threshold: float = param(0.5, "Score below which a query is dropped at inference.",
+                                         minimum=0.0, maximum=1.0)
+    overlap_threshold: float = param(0.8, "Visible fraction a query mask must keep to form a segment.",
+                                     minimum=0.0, maximum=1.0)
+
+
+@dataclass
+class DepthHeadConfig:
+    weight: float = param(1.0, "Weight of the depth loss (scale-invariant log + L1).", minimum=0.0, maximum=100.0,
+                          automl=True)
+
+
+@dataclass
+class Frustum3DConfig:
+    truncation: float = param(3.0, "TSDF truncation in voxels.", minimum=1.0, maximum=10.0)
+    iso_value: float = param(1.0, "Distance (voxels) under which a voxel counts as occupied; Matterport uses 2.0.",
+                             minimum=0.1, maximum=5.0)
+    voxel_size: float = param(0.03, "Edge of a frustum voxel in metres.", minimum=0.005, maximum=0.2)
+    grid_dimensions: list = param([256, 256, 256], "Frustum volume size in voxels (x, y, z).")
+    feature_dim: int = param(16, "Channels of the lifted 3D features.", minimum=4, maximum=256, automl=True)
+    panoptic_weight: float = param(25.0, "Weight of the 3D semantic and instance losses.", minimum=0.0,
+                                   maximum=1000.0, automl=True, popular=True)
+    completion_weights: list = param([50.0, 25.0, 10.0],
+                                     "Occupancy completion loss weights at 64^3, 128^3 and 256^3.")
+    surface_weight: float = param(5.0, "Extra loss weight of voxels near ground-truth surfaces.", minimum=0.0,
+                                  maximum=100.0)
+    max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
+                            "export.max_voxels).", minimum=512, maximum=20_000_000)
+    occupancy_threshold: float = param(0.5, "Probability above which a voxel is occupied.", minimum=0.01,
+                                       maximum=0.99)
+
+
+@dataclass
+class ModelConfig:
+    backbone_type: str = param("vggt", "Image backbone: vggt (transformer, loads public VGGT safetensors) or "
+                               "resnet_tiny / resnet18 (transformers ResNet, fast).",
+                               options=["vggt", "resnet_tiny", "resnet18"], option_weights=[0.2, 0.6, 0.2],
+                               automl=False, popular=True)
+    mode: str = param("panoptic", "Prediction mode.", options=["panoptic", "instance", "semantic"])
+    pretrained_backbone_path: str = param("", "Optional backbone weights (safetensors or .pt).")
+    embed_dim: int = param(64, "Backbone feature width (vggt: token width).", minimum=16, maximum=1024)
+    depth: int = param(4, "Backbone depth (vggt: transformer blocks).", minimum=1, maximum=24)
+    sem_seg_head: SemSegHeadConfig = section(SemSegHeadConfig, "Pixel decoder and semantic head.")
+    mask_former: MaskFormerConfig = section(MaskFormerConfig, "Mask2Former-style query head.")
+    depth_head: DepthHeadConfig = section(DepthHeadConfig, "Depth head (0.4-6 m).")
+    frustum3d: Frustum3DConfig = section(Frustum3DConfig, "3D frustum stage.")
+
+
+# ---------------------------------------------------------------- dataset
+@dataclass
+class SplitConfig:
+    json_path: str = param("", "Split list (meta/<split>.json): scene_id, image_id, height, width.")
+    base_dir: str = param("", "Folder holding <scene_id>/<frame files>.")
+    batch_size: int = param(1, "Frames per GPU per step.", minimum=1, maximum=256, automl=True)
+    num_workers: int = param(2, "Data loader workers.", minimum=0, maximum=64)
+
+
+@dataclass
+class SyntheticConfig:
+    seed: int = param(1000, "Base seed of on-the-fly synthetic scenes; val uses seed+1, test seed+2 (held out).",
+                      minimum=0, maximum=2**31 - 1)
+    train_scenes: int = param(20000, "Scenes in the synthetic training split.", minimum=1, maximum=10_000_000)
+    eval_scenes: int = param(100, "Scenes in the synthetic val and test splits.", minimum=1, maximum=100_000)
+    frames_per_scene: int = param(4, "Camera views per synthetic scene.", minimum=1, maximum=100)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = param("front3d", "Data layout.", options=["front3d", "matterport", "synthetic"])
+    label_map: str = param("", "meta/colormap.json: categories with id, trainId, name, color, isthing.")
+    frustum_mask_path: str = param("", "meta/frustum_mask.npz (key mask, 256^3 bool).")
+    downsample_factor: int = param(1, "Image downsample factor: 1 for 3D-FRONT / synthetic, 2 for Matterport.",
+                                   minimum=1, maximum=8)
+    target_size: list = param([320, 240], "Image size (width, height) fed to the network.")
+    depth_min: float = param(0.4, "Minimum depth (m).", minimum=0.0, maximum=10.0)
+    depth_max: float = param(6.0, "Maximum depth (m).", minimum=0.5, maximum=100.0,
+                             math_cond="dataset.depth_min < dataset.depth_max")
+    enable_3d: bool = param(True, "Train and run the 3D frustum stage.")
+    contiguous_id: bool = param(False, "Map category ids to contiguous train ids.")
+    augment: bool = param(True, "Colour jitter during training.", automl=True)
+    synthetic: SyntheticConfig = section(SyntheticConfig, "On-the-fly scenes (dataset.name=synthetic).")
+    train: SplitConfig = section(SplitConfig, "Training split.")
+    val: SplitConfig = section(SplitConfig, "Validation split.")
+    test: SplitConfig = section(SplitConfig, "Test split.")
+
+
+# ---------------------------------------------------------------- train
+@dataclass
+class OptimConfig:
+    lr: float = param(2e-4, "Base learning rate (AdamW).", minimum=1e-6, maximum=1e-1, automl=True, popular=True)
+    backbone_multiplier: float = param(0.1, "Learning-rate multiplier of the backbone.", minimum=0.0,
+                                       maximum=1.0, automl=True)
+    weight_decay: float = param(0.05, "AdamW weight decay.", minimum=0.0, maximum=1.0, automl=True)
+    lr_scheduler: str = param("MultiStep", "Learning-rate schedule.", options=["MultiStep", "Warmuppoly"],
+                              option_weights=[0.5, 0.5], automl=True)
+    milestones: list = param([88, 96], "MultiStep milestones (epochs).",
+                             depends_on="train.optim.lr_scheduler=MultiStep")
+    gamma: float = param(0.1, "MultiStep decay factor.", minimum=0.0, maximum=1.0,
+                         depends_on="train.optim.lr_scheduler=MultiStep")
+    warmup_iters: int = param(10, "Warmuppoly linear warm-up steps.", minimum=0, maximum=100000,
+                              depends_on="train.optim.lr_scheduler=Warmuppoly")
+    max_steps: int = param(-1, "Stop after this many optimiser steps (-1: run all epochs).", minimum=-1,
+                           maximum=10_000_000)
+
+
+@dataclass
+class TrainConfig:
+    num_epochs: int = param(100, "Training epochs.", minimum=1, maximum=10000, popular=True)
+    num_gpus: int = param(1, "GPUs per node (0: CPU).", minimum=0, maximum=64)
+    gpu_ids: list = param([0], "GPU indices used on this node.")
+    num_nodes: int = param(1, "Nodes (multi-node through WORLD_SIZE / NODE_RANK / MASTER_ADDR).", minimum=1,
+                           maximum=1024)
+    seed: int = param(1234, "Random seed.", minimum=0, maximum=2**31 - 1)
+    precision: str = param("fp16", "Numerical precision.", options=["fp16", "bf16", "fp32"])
+    distributed_strategy: str = param("ddp", "Multi-GPU strategy; only ddp is supported (fsdp is refused).",
+                                      options=["ddp", "fsdp"])
+    activation_checkpoint: bool = param(True, "Recompute activations in the backward pass to save memory.")
+    clip_grad_norm: float = param(0.1, "Gradient clipping norm (0: off).", minimum=0.0, maximum=100.0,
+                                  automl=True)
+    checkpoint_interval: int = param(1, "Epochs between checkpoints.", minimum=1, maximum=10000)
+    validation_interval: int = param(1, "Epochs between validations (KPIs in status.json).", minimum=1,
+                                     maximum=10000)
+    checkpoint_2d: str = param("", "2D-stage weights for staged initialisation.")
+    checkpoint_3d: str = param("", "3D-stage weights for staged initialisation.")
+    resume_training_checkpoint_path: str = param("", "Checkpoint to resume training from.")
+    optim: OptimConfig = section(OptimConfig, "Optimiser and schedule.")
+
+
+# ---------------------------------------------------------------- other actions
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = param("", "Model checkpoint to evaluate.")
+    split: str = param("val", "Split to evaluate.", options=["val", "test"])
+    max_frames: int = param(-1, "Evaluate at most this many frames (-1: all).", minimum=-1, maximum=10_000_000)
+
+
+@dataclass
+class InferenceConfig:
+    checkpoint: str = param("", "Model checkpoint.")
+    images_dir: str = param("", "Folder of RGB images or an images.tar.gz.")
+    mode: str = param("panoptic", "Output labels.", options=["panoptic", "instance", "semantic"])
+    save_mesh: bool = param(True, "Write a .ply mesh per image.")
+    save_previews: bool = param(True, "Write PNG previews per image.")
+
+
+@dataclass
+class TrtConfig:
+    data_type: str = param("FP16", "TensorRT precision.", options=["FP32", "FP16"])
+    engine_file_2d: str = param("", "TensorRT engine of the 2D stage (empty: next to the ONNX file).")
+    workspace_size_mb: int = param(4096, "TensorRT workspace (MiB).", minimum=64, maximum=1_000_000)
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = param("", "Model checkpoint to export.")
+    onnx_file_2d: str = param("", "ONNX file of the 2D stage.")
+    onnx_file_3d: str = param("", "ONNX file of the 3D stage.")
+    opset_version: int = param(17, "ONNX opset.", minimum=13, maximum=21)
+    max_voxels: int = param(700000, "Most voxels fed to the 3D stage's fine level.", minimum=1000,
+                            maximum=20_000_000)
+    trt: TrtConfig = section(TrtConfig, "TensorRT engine build (when tensorrt is importable).")
+
+
+@dataclass
+class ExperimentConfig:
+    results_dir: str = param("", "Where the job writes status.json, checkpoints and outputs.")
+    encryption_key: str = param("", "Kept for TAO compatibility; checkpoints are not encrypted.")
+    model: ModelConfig = section(ModelConfig, "Network.")
+    dataset: DatasetConfig = section(DatasetConfig, "Data.")
+    train: TrainConfig = section(TrainConfig, "Training.")
+    evaluate: EvaluateConfig = section(EvaluateConfig, "Evaluation.")
+    inference: InferenceConfig = section(InferenceConfig, "Inference.")
+    export: ExportConfig = section(ExportConfig, "Export.")
+
+
+ACTIONS = ("train", "evaluate", "inference", "export")
+# Which top-level sections each action's schema and template carry.
+ACTION_SECTIONS = {
+    "train": ("results_dir", "encryption_key", "model", "dataset", "train"),
+    "evaluate": ("results_dir", "encryption_key", "model", "dataset", "evaluate"),
+    "inference": ("results_dir", "encryption_key", "model", "dataset", "inference"),
+    "export": ("results_dir", "encryption_key", "model", "dataset", "export"),
+}
+
+
+class SpecError(ValueError):
+    """A spec problem, always naming the dotted key and how to fix it."""
+
+
+def _leaf_type(f: dataclasses.Field) -> type:
+    d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return type(d)
+
+
+def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
+    """Build nested dataclasses from a dict, rejecting unknown keys and wrong types with the key path."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path or 'spec'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise SpecError(f"{dotted}: unknown key; valid keys here: {', '.join(sorted(fields))}")
+        f = fields[key]
+        if _is_section(f):
+            kwargs[key] = from_dict(_section_type(cls, key), value, dotted)
+        else:
+            kwargs[key] = _coerce(f, value, dotted)
+    return cls(**kwargs)
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING and \
+        dataclasses.is_dataclass(f.default_factory)
+
+
+def _section_type(cls: type, key: str) -> type:
+    return next(f.default_factory for f in dataclasses.fields(cls) if f.name == key)
+
+
+def _coerce(f: dataclasses.Field, value: Any, dotted: str) -> Any:
+    want = _leaf_type(f)
+    meta = f.metadata
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want is bool and not isinstance(value, bool):
+        raise SpecError(f"{dotted}: expected true/false, got {value!r}")
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise SpecError(f"{dotted}: expected an integer, got {value!r}")
+    if want in (str, float, list) and not isinstance(value, want):
+        if not (want is str and value is None):
+            raise SpecError(f"{dotted}: expected {want.__name__}, got {value!r}")
+        value = ""
+    if "minimum" in meta and value < meta["minimum"]:
+        raise SpecError(f"{dotted}: {value} is below the minimum {meta['minimum']}")
+    if "maximum" in meta and value > meta["maximum"]:
+        raise SpecError(f"{dotted}: {value} is above the maximum {meta['maximum']}")
+    if "options" in meta and value not in meta["options"]:
+        raise SpecError(f"{dotted}: {value!r} is not one of {meta['options']}")
+    return value
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def validate_semantics(cfg: ExperimentConfig) -> None:
+    """Cross-key rules the schema cannot express."""
+    if cfg.train.distributed_strategy == "fsdp":
+        raise SpecError("train.distributed_strategy: fsdp is not supported by NVPanoptix3D (the engine only "
+                        "handles ddp); set train.distributed_strategy=ddp")
+    if cfg.dataset.depth_min >= cfg.dataset.depth_max:
+        raise SpecError("dataset.depth_min: must be below dataset.depth_max")
+    expected_ds = 2 if cfg.dataset.name == "matterport" else 1
+    if cfg.dataset.downsample_factor != expected_ds:
+        raise SpecError(f"dataset.downsample_factor: {cfg.dataset.downsample_factor} does not match "
+                        f"dataset.name={cfg.dataset.name}; use downsample_factor=2 for Matterport3D, "
+                        "1 for Front3D / synthetic datasets")
+    if len(cfg.model.frustum3d.completion_weights) != 3:
+        raise SpecError("model.frustum3d.completion_weights: give three weights (64^3, 128^3, 256^3)")
+    if len(cfg.dataset.target_size) != 2:
+        raise SpecError("dataset.target_size: give [width, height]")

@@ -1,0 +1,59 @@
+"""What the data loaders hand to the model: one typed sample per frame and a collated batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class FrameSample:
+    name: str                                  # "<scene_id>/<image_id>"
+    image: torch.Tensor                        # 3 x H x W float in [0, 1]
+    depth: torch.Tensor | None = None          # H x W metres, 0 = invalid
+    semantic2d: torch.Tensor | None = None     # H x W int64
+    instance2d: torch.Tensor | None = None     # H x W int64
+    occupied: torch.Tensor | None = None       # M x 3 int64 indices of occupied voxels in the 256^3 grid
+    semantic3d: torch.Tensor | None = None     # M int64
+    instance3d: torch.Tensor | None = None     # M int64
+
+
+@dataclass
+class Batch:
+    names: list[str]
+    images: torch.Tensor                                  # B x 3 x H x W
+    depths: torch.Tensor | None = None                    # B x H x W
+    semantic2d: torch.Tensor | None = None                # B x H x W
+    instance2d: torch.Tensor | None = None
+    occupied: list[torch.Tensor] = field(default_factory=list)
+    semantic3d: list[torch.Tensor] = field(default_factory=list)
+    instance3d: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def has_2d_truth(self) -> bool:
+        return self.semantic2d is not None
+
+    @property
+    def has_3d_truth(self) -> bool:
+        return bool(self.occupied)
+
+    def to(self, device) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return Batch(self.names, move(self.images), move(self.depths), move(self.semantic2d), move(self.instance2d),
+                     [move(t) for t in self.occupied], [move(t) for t in self.semantic3d],
+                     [move(t) for t in self.instance3d])
+
+
+def collate(samples: list[FrameSample]) -> Batch:
+    stack = lambda key: torch.stack([getattr(s, key) for s in samples]) \
+        if getattr(samples[0], key) is not None else None  # noqa: E731
+    listed = lambda key: [getattr(s, key) for s in samples] if samples[0].occupied is not None else []  # noqa: E731
+    return Batch([s.name for s in samples], stack("image"), stack("depth"), stack("semantic2d"), stack("instance2d"),
+                 listed("occupied"), listed("semantic3d"), listed("instance3d"))
+
+
+def sparse_truth(semantic: torch.Tensor, instance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense 256^3 label volumes -> (occupied indices M x 3, semantic M, instance M)."""
+    occupied = (semantic > 0).nonzero()
+    i, j, k = occupied.unbind(-1)
+    return occupied, semantic[i, j, k].long(), instance[i, j, k].long()

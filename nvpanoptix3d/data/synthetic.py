@@ -1,0 +1,40 @@
+"""Synthetic frames generated on the fly (training reads them faster than they could be stored)."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DatasetConfig
+from ..geometry import front3d_grid
+from ..synth.generate import generate_frame, make_scene
+from ..synth.voxelize import FrustumVoxelizer
+from .sample import FrameSample
+
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+class SyntheticDataset(Dataset):
+    def __init__(self, cfg: DatasetConfig, split_name: str, train: bool = False):
+        syn = cfg.synthetic
+        self.seed = syn.seed + SPLIT_SEED_OFFSET[split_name]
+        self.scenes = syn.train_scenes if split_name == "train" else syn.eval_scenes
+        self.frames = syn.frames_per_scene
+        self.enable_3d = cfg.enable_3d
+        self._voxelizer = None  # built lazily in each worker
+
+    def __len__(self) -> int:
+        return self.scenes * self.frames
+
+    def __getitem__(self, index: int) -> FrameSample:
+        if self._voxelizer is None:
+            self._voxelizer = FrustumVoxelizer(front3d_grid())
+        scene_index, frame = divmod(index, self.frames)
+        f = generate_frame(self.seed, scene_index, frame, self._voxelizer, make_scene(self.seed, scene_index))
+        sample = FrameSample(f"{f.scene_id}/{f.image_id}", f.image.rgb.permute(2, 0, 1).float() / 255.0,
+                             f.image.depth.clone(), f.image.semantic, f.image.instance)
+        sample.depth[(sample.depth < 0.4) | (sample.depth > 6.0)] = 0.0
+        if self.enable_3d:
+            occupied = f.truth.semantic > 0
+            sample.occupied = f.truth.index[occupied]
+            sample.semantic3d, sample.instance3d = f.truth.semantic[occupied], f.truth.instance[occupied]
+        return sample

@@ -1,0 +1,107 @@
+"""Accumulates 2D (PQ, depth) and 3D (PRQ, mIoU, occupancy IoU) metrics over an evaluation set."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..labels import CEILING, NAMES, NUM_CLASSES, is_thing
+from ..metrics import PanopticAccumulator, confusion_iou
+
+IS_THING = np.array([is_thing(c) for c in range(NUM_CLASSES)])
+
+
+def aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst, side: int = 256):
+    """Labels of ground truth and prediction on the union of their occupied voxels (free voxels carry no
+    segment, so PRQ over this union equals PRQ over the whole volume)."""
+    gk = (gt_index[:, 0] * side + gt_index[:, 1]) * side + gt_index[:, 2]
+    pk = (pred_index[:, 0] * side + pred_index[:, 1]) * side + pred_index[:, 2]
+    union, inverse = torch.cat([gk, pk]).unique(return_inverse=True)
+    out = [torch.zeros(len(union), dtype=torch.long, device=gk.device) for _ in range(4)]
+    gi, pi = inverse[:len(gk)], inverse[len(gk):]
+    out[0][gi], out[1][gi] = gt_sem.long(), gt_inst.long()
+    out[2][pi], out[3][pi] = pred_sem.long(), pred_inst.long()
+    return [t.cpu().numpy() for t in out]
+
+
+@dataclass
+class MetricSet:
+    ignore_3d: set = field(default_factory=lambda: {CEILING})
+    pq: PanopticAccumulator = None
+    prq: PanopticAccumulator = None
+    depth_abs_rel: list = field(default_factory=list)
+    depth_sq_err: list = field(default_factory=list)
+    occ_inter: int = 0
+    occ_union: int = 0
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
+    frames_3d: int = 0
+
+    def __post_init__(self):
+        self.pq = PanopticAccumulator(IS_THING, 0.5, set(), list(NAMES))
+        self.prq = PanopticAccumulator(IS_THING, 0.25, set(self.ignore_3d), list(NAMES))
+
+    def add_2d(self, gt_sem, gt_inst, pred_sem, pred_inst, gt_depth, pred_depth) -> None:
+        self.pq.add(gt_sem.cpu().numpy(), gt_inst.cpu().numpy(), pred_sem.cpu().numpy(), pred_inst.cpu().numpy())
+        valid = gt_depth > 0
+        if valid.any():
+            g, p = gt_depth[valid].double(), pred_depth[valid].double()
+            self.depth_abs_rel.append(((p - g).abs() / g).cpu())
+            self.depth_sq_err.append(((p - g) ** 2).cpu())
+
+    def add_3d(self, gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst) -> None:
+        g_sem, g_inst, p_sem, p_inst = aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst)
+        self.prq.add(g_sem, g_inst, p_sem, p_inst)
+        self.occ_inter += int(((g_sem > 0) & (p_sem > 0)).sum())
+        self.occ_union += len(g_sem)
+        keep = (g_sem < NUM_CLASSES) & (p_sem < NUM_CLASSES)
+        self.confusion += np.bincount(g_sem[keep] * NUM_CLASSES + p_sem[keep],
+                                      minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+        self.frames_3d += 1
+
+    def summary(self) -> dict:
+        out = {}
+        if self.pq.scores:
+            pq = self.pq.result().as_dict("pq")
+            out.update({k: v for k, v in pq.items() if k != "per_class"})
+            out["pq_per_class"] = pq["per_class"]
+        if self.depth_abs_rel:
+            out["depth_abs_rel"] = float(torch.cat(self.depth_abs_rel).mean())
+            out["depth_rmse"] = float(torch.cat(self.depth_sq_err).mean().sqrt())
+        if self.frames_3d:
+            prq = self.prq.result().as_dict("prq")
+            out.update({k: v for k, v in prq.items() if k != "per_class"})
+            out["prq_per_class"] = prq["per_class"]
+            out["occupancy_iou"] = self.occ_inter / max(self.occ_union, 1)
+            cm = self.confusion
+            ious = []
+            for c in range(1, NUM_CLASSES):
+                if c in self.ignore_3d:
+                    continue
+                union = cm[c].sum() + cm[:, c].sum() - cm[c, c]
+                if cm[c].sum() > 0:
+                    ious.append(cm[c, c] / union)
+            out["semantic_miou"] = float(np.mean(ious)) if ious else 0.0
+        out["kpi"] = out.get("prq", out.get("pq", 0.0))
+        return out
+
+    # counts that can be summed across DDP ranks
+    def state_tensor(self) -> torch.Tensor:
+        rows = []
+        for acc in (self.pq, self.prq):
+            for c in range(NUM_CLASSES):
+                s = acc.scores.get(c)
+                rows.append([s.tp, s.fp, s.fn, s.iou_sum] if s else [0, 0, 0, 0])
+        return torch.tensor(rows, dtype=torch.float64)
+
+    def load_state_tensor(self, t: torch.Tensor) -> None:
+        from ..metrics import ClassScore
+        for a, acc in enumerate((self.pq, self.prq)):
+            acc.scores = {}
+            for c in range(NUM_CLASSES):
+                tp, fp, fn, iou = t[a * NUM_CLASSES + c].tolist()
+                if tp or fp or fn:
+                    acc.scores[c] = ClassScore(int(tp), int(fp), int(fn), iou)
+
+
+__all__ = ["MetricSet", "aligned_labels", "confusion_iou"]

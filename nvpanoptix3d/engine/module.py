@@ -1,0 +1,98 @@
+"""Lightning wrapper: optimisation, validation metrics and staged initialisation around the model."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from ..config import ExperimentConfig
+from ..data.sample import Batch
+from ..model.losses import compute_losses, occupancy_grids
+from ..model.network import PanopticReconstruction
+from ..model.postprocess import panoptic_2d, panoptic_3d
+from .evaluation import MetricSet
+
+
+class PanopticModule(L.LightningModule):
+    def __init__(self, cfg: ExperimentConfig, max_voxels: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = PanopticReconstruction(cfg, max_voxels)
+        self.metrics: MetricSet | None = None
+        self.last_metrics: dict = {}
+
+    def forward(self, images: torch.Tensor):
+        return self.model(images)
+
+    def training_step(self, batch: Batch, batch_idx: int):
+        g64 = g128 = None
+        if self.model.stage3d is not None and batch.has_3d_truth:
+            g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
+        out = self.model(batch.images, g64, g128)
+        losses = compute_losses(out, batch, self.cfg, g64, g128)
+        total = sum(losses.values())
+        bs = batch.images.shape[0]
+        self.log("loss", total, prog_bar=True, batch_size=bs, sync_dist=False)
+        for name, value in losses.items():
+            if "_aux" not in name:
+                self.log(f"loss_{name}", value, batch_size=bs)
+        return total
+
+    def on_validation_epoch_start(self):
+        ignore = set() if self.cfg.dataset.name == "matterport" else None
+        self.metrics = MetricSet(ignore) if ignore is not None else MetricSet()
+
+    def validation_step(self, batch: Batch, batch_idx: int):
+        out = self.model(batch.images)
+        size = tuple(batch.images.shape[-2:])
+        for i in range(batch.images.shape[0]):
+            pan = panoptic_2d(out.out2d, i, self.cfg, size)
+            if batch.has_2d_truth:
+                gt_depth = batch.depths[i] if batch.depths is not None else torch.zeros(size)
+                self.metrics.add_2d(batch.semantic2d[i], batch.instance2d[i], pan.semantic, pan.instance,
+                                    gt_depth, pan.depth)
+            if out.out3d is not None and batch.has_3d_truth:
+                p3 = panoptic_3d(out.out2d, out.out3d, i, self.cfg)
+                self.metrics.add_3d(batch.occupied[i], batch.semantic3d[i], batch.instance3d[i],
+                                    p3.index, p3.semantic, p3.instance)
+
+    def on_validation_epoch_end(self):
+        if dist.is_available() and dist.is_initialized():
+            state = self.metrics.state_tensor().to(self.device)
+            dist.all_reduce(state)
+            self.metrics.load_state_tensor(state.cpu())
+        self.last_metrics = self.metrics.summary()
+        if self._trainer is None:  # evaluate runs the same steps without a trainer
+            return
+        for key in ("kpi", "pq", "prq", "depth_abs_rel", "occupancy_iou", "semantic_miou"):
+            if key in self.last_metrics:
+                self.log(f"val_{key}", float(self.last_metrics[key]), sync_dist=False, rank_zero_only=True)
+
+    def configure_optimizers(self):
+        opt_cfg = self.cfg.train.optim
+        backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        optimizer = torch.optim.AdamW([{"params": backbone, "lr": opt_cfg.lr * opt_cfg.backbone_multiplier},
+                                       {"params": rest, "lr": opt_cfg.lr}], lr=opt_cfg.lr,
+                                      weight_decay=opt_cfg.weight_decay)
+        if opt_cfg.lr_scheduler == "MultiStep":
+            sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, opt_cfg.milestones, opt_cfg.gamma)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = opt_cfg.warmup_iters
+
+        def warmup_poly(step: int) -> float:
+            if step < warm:
+                return (step + 1) / max(1, warm)
+            return max(0.0, 1 - (step - warm) / max(1, total - warm)) ** 0.9
+
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_poly)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _save_model_config(module: PanopticModule, checkpoint: dict) -> None:
+    import dataclasses
+    checkpoint.setdefault("hyper_parameters", {})["model_config"] = dataclasses.asdict(module.cfg.model)
+
+
+PanopticModule.on_save_checkpoint = _save_model_config

@@ -1,0 +1,141 @@
+"""The train action: Lightning fit with status events, periodic checkpoints and staged initialisation."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import ExperimentConfig, SpecError
+from ..data import collate, get_dataset
+from .checkpoint import load_state_dict
+from .module import PanopticModule
+from .status import StatusWriter
+
+
+class EpochSeededSampler(Sampler):
+    """Shuffles with (seed, epoch) so a resumed run sees exactly the order an uninterrupted one would."""
+
+    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1):
+        self.length, self.seed, self.rank, self.world, self.epoch = length, seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.length, generator=g).tolist()
+        return iter(order[self.rank::self.world])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world))
+
+
+class StatusCallback(L.Callback):
+    """status.json events and checkpoints every checkpoint_interval epochs, tagged with the latest KPI."""
+
+    def __init__(self, cfg: ExperimentConfig, status: StatusWriter):
+        self.cfg, self.status = cfg, status
+        self.ckpt_dir = Path(cfg.results_dir) / "checkpoints"
+        self.epoch_start = time.time()
+        self.images = 0
+
+    def on_train_epoch_start(self, trainer, module):
+        self.epoch_start, self.images = time.time(), 0
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if isinstance(sampler, EpochSeededSampler):
+            sampler.set_epoch(trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.images += batch.images.shape[0] * trainer.world_size
+
+    def on_train_epoch_end(self, trainer, module):
+        epoch = trainer.current_epoch + 1
+        seconds = time.time() - self.epoch_start
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("loss")}
+        kpis = module.last_metrics if epoch % self.cfg.train.validation_interval == 0 else {}
+        scalar_kpis = {k: v for k, v in kpis.items() if not isinstance(v, dict)}
+        self.status.write("epoch", epoch=epoch, step=trainer.global_step, max_epochs=self.cfg.train.num_epochs,
+                          losses=losses, epoch_time_s=round(seconds, 3),
+                          images_per_s=round(self.images / max(seconds, 1e-6), 3), **scalar_kpis)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last = epoch == self.cfg.train.num_epochs or trainer.should_stop
+        if epoch % self.cfg.train.checkpoint_interval == 0 or last:
+            path = self.ckpt_dir / f"epoch_{epoch:03d}.ckpt"
+            _atomic_save(trainer, path)
+            self.status.write("checkpoint", epoch=epoch, path=str(path.relative_to(self.cfg.results_dir)),
+                              kpi=scalar_kpis.get("kpi"))
+        _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
+
+
+def _atomic_save(trainer, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+
+
+def trainer_kwargs(cfg: ExperimentConfig) -> dict:
+    t = cfg.train
+    use_gpu = t.num_gpus > 0 and torch.cuda.is_available()
+    precision = {"fp16": "16-mixed", "bf16": "bf16-mixed", "fp32": "32-true"}[t.precision] if use_gpu else "32-true"
+    kwargs = {"accelerator": "gpu" if use_gpu else "cpu", "precision": precision, "num_nodes": t.num_nodes,
+              "logger": False, "enable_checkpointing": False, "deterministic": False,
+              "gradient_clip_val": t.clip_grad_norm or None}
+    if use_gpu:
+        kwargs["devices"] = t.gpu_ids[:t.num_gpus] if len(t.gpu_ids) >= t.num_gpus else t.num_gpus
+        if t.num_gpus > 1 or t.num_nodes > 1:
+            from lightning.pytorch.strategies import DDPStrategy
+            # the seed's rule: activation checkpointing needs find_unused_parameters=False
+            kwargs["strategy"] = DDPStrategy(find_unused_parameters=not t.activation_checkpoint)
+    else:
+        kwargs["devices"] = 1
+    return kwargs
+
+
+def make_loader(cfg: ExperimentConfig, split: str, train: bool, rank: int = 0, world: int = 1) -> DataLoader:
+    dataset = get_dataset(cfg.dataset, split, train)
+    split_cfg = getattr(cfg.dataset, split)
+    sampler = EpochSeededSampler(len(dataset), cfg.train.seed, rank, world) if train else None
+    return DataLoader(dataset, batch_size=split_cfg.batch_size, sampler=sampler, shuffle=False,
+                      num_workers=split_cfg.num_workers, collate_fn=collate, drop_last=False,
+                      persistent_workers=split_cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWriter) -> None:
+    for key, stage in (("train.checkpoint_2d", "2d"), ("train.checkpoint_3d", "3d")):
+        path = getattr(cfg.train, key.split(".")[1])
+        if not path or (stage == "3d" and module.model.stage3d is None):
+            continue
+        loaded, skipped = module.model.load_stage(load_state_dict(path, key), stage)
+        status.write("init", stage=stage, path=path, loaded=len(loaded), skipped=len(skipped))
+        print(f"[init] {key}: {len(loaded)} tensors loaded, {len(skipped)} skipped (shape or name mismatch)")
+
+
+def run_train(cfg: ExperimentConfig) -> dict:
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    status = StatusWriter(cfg.results_dir, enabled=int(os.environ.get("NODE_RANK", 0)) == 0)
+    kwargs = trainer_kwargs(cfg)
+    module = PanopticModule(cfg)
+    resume = cfg.train.resume_training_checkpoint_path or None
+    if resume and not Path(resume).is_file():
+        raise SpecError(f"train.resume_training_checkpoint_path: {resume} not found")
+    if not resume:
+        stage_init(module, cfg, status)
+    callback = StatusCallback(cfg, status)
+    trainer = L.Trainer(max_epochs=cfg.train.num_epochs, max_steps=cfg.train.optim.max_steps,
+                        check_val_every_n_epoch=cfg.train.validation_interval, callbacks=[callback],
+                        enable_progress_bar=True, num_sanity_val_steps=0, use_distributed_sampler=False,
+                        **kwargs)
+    world = trainer.world_size
+    train_loader = make_loader(cfg, "train", True, trainer.global_rank, world)
+    val_loader = make_loader(cfg, "val", False)
+    status.write("start", action="train", accelerator=kwargs["accelerator"], precision=kwargs["precision"],
+                 devices=world, frames=len(train_loader.dataset), resume=resume)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    result = dict(module.last_metrics)
+    status.write("done", action="train", **{k: v for k, v in result.items() if not isinstance(v, dict)})
+    return result

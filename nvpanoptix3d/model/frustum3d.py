@@ -1,0 +1,179 @@
+"""The 3D stage: lift 2D features and depth into the camera frustum, complete occupancy coarse-to-fine
+(64^3 dense, then 128^3 and 256^3 only on children of occupied voxels) and label voxels through the 2D queries.
+
+Every level has a static number of candidate voxels (top-k by occupancy), so the same code runs in training,
+inference and ONNX export; `max_voxels` bounds the 256^3 level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import ModelConfig
+from ..geometry import FrustumGrid
+
+CHILD_OFFSETS = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+
+
+@dataclass
+class Output3D:
+    coarse_logits: torch.Tensor      # B x 64 x 64 x 64 occupancy logits
+    mid_index: torch.Tensor          # B x K1 x 3 candidate voxels at 128^3
+    mid_logits: torch.Tensor         # B x K1
+    fine_index: torch.Tensor         # B x K2 x 3 candidate voxels at 256^3
+    fine_valid: torch.Tensor         # B x K2 bool (inside the frustum)
+    fine_logits: torch.Tensor        # B x K2 occupancy logits
+    semantic_logits: torch.Tensor    # B x K2 x num_classes
+    query_logits: torch.Tensor       # B x K2 x N voxel-to-query affinities
+
+
+class Lifter(nn.Module):
+    """Samples 2D features at a voxel's projection and adds depth cues (signed distance to the predicted
+    surface along the ray, in voxels of that level, and whether the voxel projects into the image)."""
+
+    def __init__(self, grid: FrustumGrid):
+        super().__init__()
+        self.grid = grid
+        k = grid.intrinsics
+        self.register_buffer("box_min", torch.tensor(grid.box_min, dtype=torch.float32), persistent=False)
+        self.register_buffer("offset", torch.tensor(grid.offset, dtype=torch.float32), persistent=False)
+        self.intr = (k.fx, k.fy, k.cx, k.cy, k.width, k.height)
+
+    def centres(self, index: torch.Tensor, factor: int) -> torch.Tensor:
+        """Camera-space centres of voxels of the level whose voxels are `factor` fine voxels wide."""
+        return ((index.float() + 0.5) * factor - self.offset) * self.grid.voxel_size + self.box_min
+
+    def forward(self, index: torch.Tensor, factor: int, features: torch.Tensor, depth: torch.Tensor):
+        """index B x V x 3, features B x C x h x w, depth B x h x w -> B x V x (C + 3)."""
+        fx, fy, cx, cy, w, h = self.intr
+        p = self.centres(index, factor)
+        z = p[..., 2].clamp(min=1e-3)
+        u = p[..., 0] / z * fx + cx
+        v = p[..., 1] / z * fy + cy
+        grid = torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)[:, :, None]  # B x V x 1 x 2
+        sampled = F.grid_sample(features, grid.to(features.dtype), align_corners=False)[..., 0]    # B x C x V
+        d = F.grid_sample(depth[:, None], grid.to(depth.dtype), align_corners=False)[:, 0, :, 0]    # B x V
+        inside = ((grid.abs() <= 1).all(-1)[..., 0]).to(features.dtype)
+        sdf = ((z - d) / (self.grid.voxel_size * factor)).clamp(-4, 4) / 4
+        cues = torch.stack([sdf * inside, sdf.abs() * inside, inside], -1)
+        return torch.cat([sampled.transpose(1, 2), cues.to(sampled.dtype)], -1)
+
+
+class ResBlock3d(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch), nn.GELU(),
+                                  nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch))
+
+    def forward(self, x):
+        return F.gelu(x + self.body(x))
+
+
+class CoarseNet(nn.Module):
+    """Dense completion at 64^3; most work happens at 32^3 after a strided convolution."""
+
+    def __init__(self, cin: int, ch: int, blocks: int = 3):
+        super().__init__()
+        self.inp = nn.Sequential(nn.Conv3d(cin, ch, 1), nn.GELU())
+        self.down = nn.Sequential(nn.Conv3d(ch, ch * 2, 2, stride=2), nn.GroupNorm(4, ch * 2), nn.GELU())
+        self.blocks = nn.Sequential(*[ResBlock3d(ch * 2) for _ in range(blocks)])
+        self.up = nn.ConvTranspose3d(ch * 2, ch, 2, stride=2)
+        self.refine = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch), nn.GELU())
+        self.occ = nn.Conv3d(ch, 1, 1)
+
+    def forward(self, x):
+        skip = self.inp(x)
+        feat = self.refine(skip + self.up(self.blocks(self.down(skip))))
+        return self.occ(feat)[:, 0], feat
+
+
+def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, cout))
+
+
+class Frustum3D(nn.Module):
+    def __init__(self, cfg: ModelConfig, grid: FrustumGrid, max_voxels: int = 700000):
+        super().__init__()
+        f3 = cfg.frustum3d
+        c = f3.feature_dim
+        pixel_dim = cfg.sem_seg_head.hidden_dim
+        self.grid, self.max_voxels = grid, max_voxels
+        self.lifter = Lifter(grid)
+        self.reduce = nn.Conv2d(pixel_dim, c, 1)
+        self.coarse = CoarseNet(c + 3, 2 * c)
+        self.mid = mlp(2 * c + c + 3, 4 * c, 1 + 2 * c)
+        self.fine = mlp(2 * c + c + 3, 4 * c, 1 + 2 * c)
+        self.semantic = mlp(2 * c + pixel_dim, 4 * c, cfg.sem_seg_head.num_classes)
+        self.embed = mlp(2 * c + pixel_dim, 4 * c, pixel_dim)
+        nn.init.zeros_(self.embed[-1].weight)  # start as the 2D embedding at the voxel's projection
+        nn.init.zeros_(self.embed[-1].bias)
+        d = grid.dims
+        mask = grid.frustum_mask()
+        self.register_buffer("mask64", F.max_pool3d(mask[None, None].float(), 4)[0, 0] > 0, persistent=False)
+        self.register_buffer("mask128", F.max_pool3d(mask[None, None].float(), 2)[0, 0] > 0, persistent=False)
+        self.register_buffer("mask256", mask, persistent=False)
+        idx64 = torch.stack(torch.meshgrid(*[torch.arange(s // 4) for s in d], indexing="ij"), -1)
+        self.register_buffer("index64", idx64, persistent=False)
+
+    def budgets(self) -> tuple[int, int]:
+        k2 = max(8, self.max_voxels // 8)  # parents at 128 whose 8 children form the 256 level
+        k1 = max(8, k2 // 4)               # parents at 64 whose children form the 128 level
+        return k1, k2
+
+    @staticmethod
+    def _children(parents: torch.Tensor) -> torch.Tensor:
+        """B x K x 3 -> B x 8K x 3 indices one level finer."""
+        off = CHILD_OFFSETS.to(parents.device)
+        return (parents[:, :, None] * 2 + off).reshape(parents.shape[0], -1, 3)
+
+    def forward(self, mask_features: torch.Tensor, depth: torch.Tensor, query_embed: torch.Tensor,
+                forced64: torch.Tensor | None = None, forced128: torch.Tensor | None = None) -> Output3D:
+        """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth)."""
+        b = mask_features.shape[0]
+        feats2d = self.reduce(mask_features)
+        idx64 = self.index64.reshape(1, -1, 3).expand(b, -1, -1)
+        lifted = self.lifter(idx64, 4, feats2d, depth)                       # B x 64^3 x (C+3)
+        side = self.index64.shape[0]
+        vol = lifted.transpose(1, 2).reshape(b, -1, side, side, side)
+        coarse_logits, coarse_feat = self.coarse(vol)
+        coarse_logits = coarse_logits.masked_fill(~self.mask64, -20.0)
+        k1, k2 = self.budgets()
+        # 128 level: children of the top-k1 coarse voxels
+        score = coarse_logits.flatten(1).detach().float()
+        if forced64 is not None:
+            score = score + 100.0 * forced64.flatten(1).float()
+        top1 = score.topk(min(k1, score.shape[1]), dim=1).indices                  # B x K1
+        parents64 = self.index64.reshape(-1, 3)[top1]                             # B x K1 x 3
+        feat64 = coarse_feat.flatten(2).transpose(1, 2)                           # B x 64^3 x F
+        parent_feat = torch.gather(feat64, 1, top1[..., None].expand(-1, -1, feat64.shape[-1]))
+        mid_index = self._children(parents64)
+        mid_valid = self.mask128[mid_index[..., 0], mid_index[..., 1], mid_index[..., 2]]
+        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(mid_index, 2, feats2d, depth)], -1)
+        mid_out = self.mid(mid_in)
+        mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
+        mid_feat = mid_out[..., 1:]
+        # 256 level: children of the top-k2 candidates at 128
+        score = mid_logits.detach().float()
+        if forced128 is not None:
+            side128 = side * 2
+            flat = (mid_index[..., 0] * side128 + mid_index[..., 1]) * side128 + mid_index[..., 2]
+            score = score + 100.0 * torch.gather(forced128.flatten(1), 1, flat).float()
+        top2 = score.topk(min(k2, score.shape[1]), dim=1).indices
+        parents128 = torch.gather(mid_index, 1, top2[..., None].expand(-1, -1, 3))
+        parent_feat = torch.gather(mid_feat, 1, top2[..., None].expand(-1, -1, mid_feat.shape[-1]))
+        fine_index = self._children(parents128)
+        fine_valid = self.mask256[fine_index[..., 0], fine_index[..., 1], fine_index[..., 2]]
+        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(fine_index, 1, feats2d, depth)], -1)
+        fine_out = self.fine(fine_in)
+        fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
+        fine_feat = fine_out[..., 1:]
+        pixel = self.lifter(fine_index, 1, mask_features, depth)[..., :-3]          # 2D embeddings at projection
+        head_in = torch.cat([fine_feat, pixel], -1)
+        embed = pixel + self.embed(head_in)
+        query_logits = torch.einsum("bvd,bnd->bvn", embed, query_embed)
+        return Output3D(coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits,
+                        self.semantic(head_in), query_logits)

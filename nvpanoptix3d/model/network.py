@@ -1,0 +1,68 @@
+"""The whole model: image -> 2D stage -> 3D stage. Each part is built from the config by its factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..geometry import FrustumGrid, Intrinsics
+from .backbone import get_backbone
+from .frustum3d import Frustum3D, Output3D
+from .head2d import Head2D, Output2D
+
+
+@dataclass
+class ModelOutput:
+    out2d: Output2D
+    out3d: Output3D | None
+
+
+def get_grid(cfg: ExperimentConfig) -> FrustumGrid:
+    f3 = cfg.model.frustum3d
+    width, height = cfg.dataset.target_size
+    k = Intrinsics.front3d().scaled(width, height)
+    return FrustumGrid(k, f3.voxel_size, cfg.dataset.depth_min, cfg.dataset.depth_max, tuple(f3.grid_dimensions))
+
+
+class PanopticReconstruction(nn.Module):
+    def __init__(self, cfg: ExperimentConfig, max_voxels: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        checkpointing = cfg.train.activation_checkpoint
+        self.backbone = get_backbone(cfg.model, checkpointing)
+        self.head2d = Head2D(cfg.model, self.backbone.channels, (cfg.dataset.depth_min, cfg.dataset.depth_max))
+        self.enable_3d = cfg.dataset.enable_3d
+        self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels) \
+            if self.enable_3d else None
+
+    def forward_2d(self, images: torch.Tensor) -> Output2D:
+        return self.head2d(self.backbone(images))
+
+    def forward(self, images: torch.Tensor, forced64=None, forced128=None) -> ModelOutput:
+        out2d = self.forward_2d(images)
+        out3d = None
+        if self.stage3d is not None:
+            out3d = self.stage3d(out2d.mask_features, out2d.depth.detach(), out2d.query_embed, forced64, forced128)
+        return ModelOutput(out2d, out3d)
+
+    # staged initialisation: the 2D stage is backbone + head2d, the 3D stage is stage3d
+    STAGE_PREFIXES = {"2d": ("backbone.", "head2d."), "3d": ("stage3d.",)}
+
+    def load_stage(self, state: dict, stage: str) -> tuple[list[str], list[str]]:
+        """Copy a stage's tensors that fit; returns (loaded, skipped) names."""
+        own = self.state_dict()
+        prefixes = self.STAGE_PREFIXES[stage]
+        loaded, skipped = [], []
+        for name, value in state.items():
+            name = name[len("model."):] if name.startswith("model.") else name
+            if not name.startswith(prefixes):
+                continue
+            if name in own and own[name].shape == value.shape:
+                own[name] = value
+                loaded.append(name)
+            else:
+                skipped.append(name)
+        self.load_state_dict(own)
+        return loaded, skipped

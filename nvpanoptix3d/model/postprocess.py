@@ -1,0 +1,107 @@
+"""From network outputs to panoptic labels: Mask2Former-style fusion in 2D, query-propagated labels in 3D."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..config import ExperimentConfig
+from ..labels import NUM_CLASSES, is_thing
+from .frustum3d import Output3D
+from .head2d import Output2D
+
+THING_TABLE = torch.tensor([is_thing(c) for c in range(NUM_CLASSES)])
+
+
+@dataclass
+class Panoptic2D:
+    semantic: torch.Tensor   # H x W
+    instance: torch.Tensor   # H x W (query index + 1 for things, 0 for stuff)
+    depth: torch.Tensor      # H x W metres
+
+
+@dataclass
+class Panoptic3D:
+    index: torch.Tensor          # V x 3 occupied voxels of the 256^3 grid
+    semantic: torch.Tensor       # V
+    instance: torch.Tensor       # V
+    probability: torch.Tensor    # V occupancy probability
+    scores: dict                 # instance id -> query score
+    dims: tuple
+
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        occ = torch.zeros(self.dims, dtype=torch.bool)
+        sem = torch.zeros(self.dims, dtype=torch.int64)
+        inst = torch.zeros(self.dims, dtype=torch.int64)
+        i, j, k = self.index.cpu().unbind(-1)
+        occ[i, j, k] = True
+        sem[i, j, k] = self.semantic.cpu()
+        inst[i, j, k] = self.instance.cpu()
+        return occ, sem, inst
+
+
+def kept_queries(class_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(keep mask, label, score) per query; class 0 is 'no object'."""
+    prob = class_logits.float().softmax(-1)
+    score, label = prob[:, 1:].max(-1)
+    label = label + 1
+    return score > threshold, label, score
+
+
+def panoptic_2d(out: Output2D, i: int, cfg: ExperimentConfig, size: tuple[int, int]) -> Panoptic2D:
+    mf = cfg.model.mask_former
+    keep, label, score = kept_queries(out.class_logits[i], mf.object_mask_threshold)
+    masks = F.interpolate(out.mask_logits[i][None].float(), size=size, mode="bilinear", align_corners=False)[0].sigmoid()
+    depth = F.interpolate(out.depth[i][None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    semantic = torch.zeros(size, dtype=torch.long, device=masks.device)
+    instance = torch.zeros_like(semantic)
+    if not keep.any():
+        return Panoptic2D(semantic, instance, depth)
+    q_idx = keep.nonzero()[:, 0]
+    prob_masks = score[q_idx, None, None] * masks[q_idx]
+    owner = prob_masks.argmax(0)
+    for slot, q in enumerate(q_idx.tolist()):
+        region = (owner == slot) & (masks[q] >= 0.5)
+        original = (masks[q] >= 0.5).sum()
+        if original == 0 or region.sum() / original < mf.overlap_threshold:
+            continue
+        c = int(label[q])
+        semantic[region] = c
+        if is_thing(c):
+            instance[region] = q + 1
+    if cfg.model.mode == "semantic":
+        instance.zero_()
+    return Panoptic2D(semantic, instance, depth)
+
+
+def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig, mode: str | None = None) -> Panoptic3D:
+    f3, mf = cfg.model.frustum3d, cfg.model.mask_former
+    mode = mode or cfg.model.mode
+    prob = out3d.fine_logits[i].float().sigmoid()
+    occupied = out3d.fine_valid[i] & (prob > f3.occupancy_threshold)
+    index = out3d.fine_index[i][occupied]
+    sem_logits = out3d.semantic_logits[i][occupied].float()
+    sem_logits[:, 0] = -1e4                                        # occupied voxels are never void
+    semantic = sem_logits.argmax(-1)
+    instance = torch.zeros_like(semantic)
+    keep, label, score = kept_queries(out2d.class_logits[i], mf.object_mask_threshold)
+    things = keep & THING_TABLE.to(label.device)[label]
+    scores = {}
+    thing_voxel = THING_TABLE.to(semantic.device)[semantic]
+    if things.any() and thing_voxel.any() and mode != "semantic":
+        q_idx = things.nonzero()[:, 0]
+        affinity = out3d.query_logits[i][occupied][thing_voxel][:, q_idx].float()
+        instance[thing_voxel] = q_idx[affinity.argmax(-1)] + 1
+        # an instance takes the majority class of its voxels
+        ids, inverse = instance[thing_voxel].unique(return_inverse=True)
+        votes = torch.zeros(len(ids), NUM_CLASSES, device=semantic.device)
+        votes.index_put_((inverse, semantic[thing_voxel]), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
+        semantic[thing_voxel] = votes.argmax(-1)[inverse]
+        scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
+    if mode == "instance":
+        keep_vox = thing_voxel
+        index, semantic, instance, prob_kept = index[keep_vox], semantic[keep_vox], instance[keep_vox], prob[occupied][keep_vox]
+    else:
+        prob_kept = prob[occupied]
+    return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))

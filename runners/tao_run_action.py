@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Run one action of a skill: resolve the spec, data sources and parent model, create the job, wait for it.
+
+    python runners/tao_run_action.py --skill skills/tao-train-nvpanoptix3d --action inference \
+        --inference-dataset examples/front3d_tiny [--override key=value ...] [--dry-run] [--json]
+
+Exit code 0 only when the job succeeded (or the dry run resolved).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tao_skill_bank import jobs as job_api  # noqa: E402
+from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
+from tao_skill_bank.errors import SkillBankError  # noqa: E402
+from tao_skill_bank.policy import resolve_policy, route_train  # noqa: E402
+from tao_skill_bank.runner import ActionRequest, launch, overrides_from_args, prepare  # noqa: E402
+from tao_skill_bank.skill import load_skill  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skill", default="skills/tao-train-nvpanoptix3d", help="skill folder (holds SKILL.md)")
+    p.add_argument("--action", required=True, help="train | evaluate | inference | export")
+    p.add_argument("--train-dataset", help="train data root: local folder or s3://bucket/prefix")
+    p.add_argument("--eval-dataset", help="evaluation data root (defaults to the train root)")
+    p.add_argument("--inference-dataset", help="inference data root (defaults to the eval root)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="dotted spec override")
+    p.add_argument("--parent-job-id", help="job whose checkpoint feeds parent_model")
+    p.add_argument("--ptm", help="pretrained model: local file, s3:// or https:// URL (default: shipped weights)")
+    p.add_argument("--ptm-sha256", help="expected SHA-256 of --ptm")
+    p.add_argument("--backend", default="local", help="local | docker")
+    p.add_argument("--image", help="docker image (backend docker)")
+    p.add_argument("--mount", action="append", default=[], help="extra docker bind host:container[:ro]")
+    p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")
+    p.add_argument("--jobs-dir", help="job store folder (default $TAO_SKILL_BANK_JOBS or ./jobs)")
+    p.add_argument("--job-id", help="reuse a job id (resume a train job in place)")
+    p.add_argument("--automl-policy", choices=["auto", "off"], help="train only; default from --request")
+    p.add_argument("--request", default="", help="the user's words, e.g. 'plain training, no HPO'")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the job")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and command; launch nothing")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result")
+    return p
+
+
+def backend_options(args) -> dict:
+    options: dict = {}
+    if args.backend == "docker":
+        if args.image:
+            options["image"] = args.image
+        if args.mount:
+            options["mounts"] = args.mount
+        if args.docker_env:
+            options["env"] = dict(kv.split("=", 1) for kv in args.docker_env)
+    return options
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    store = job_api.JobStore(args.jobs_dir)
+    try:
+        if args.action == "train":
+            skill = load_skill(args.skill)
+            route = route_train(skill, resolve_policy(args.automl_policy, args.request))
+            print(f"[policy] {route.reason}", file=sys.stderr)
+            if route.automl:
+                from runners.tao_run_automl import main as automl_main
+                return automl_main(_automl_argv(args))
+        request = ActionRequest(args.skill, args.action, DatasetRoots(args.train_dataset, args.eval_dataset,
+                                                                      args.inference_dataset),
+                                overrides_from_args(args.override), args.parent_job_id, args.backend,
+                                backend_options(args), args.ptm, args.ptm_sha256, args.job_id)
+        prepared = prepare(request, store)
+        if args.dry_run:
+            import yaml
+            result = {"dry_run": True, "job_id": prepared.job_id, "command": prepared.command,
+                      "backend": prepared.backend, "spec": prepared.spec}
+            print(json.dumps(result, indent=2) if args.json else
+                  yaml.safe_dump(prepared.spec, sort_keys=False) + "\ncommand: " + prepared.describe())
+            return 0
+        record = launch(prepared, store)
+        print(f"[job] {record.job_id} started ({record.backend}); logs: {store.log_path(record.job_id)}",
+              file=sys.stderr)
+        record = job_api.wait(store, record.job_id, timeout=args.timeout)
+    except (SkillBankError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+        return 2
+    ok = record.status == job_api.DONE
+    result = {"ok": ok, "job_id": record.job_id, "status": record.status, "exit_code": record.exit_code,
+              "kpi": record.kpi, "results_dir": str(store.results_dir(record.job_id)), "error": record.error}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"[job] {record.job_id} {record.status}" + (f": {record.error}" if record.error else "")
+              + f"; results in {result['results_dir']}")
+        if not ok:
+            tail = store.log_path(record.job_id).read_text(errors="replace").splitlines()[-15:]
+            print("\n".join(tail), file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _automl_argv(args) -> list[str]:
+    argv = ["--skill", args.skill]
+    for flag in ("train_dataset", "eval_dataset", "jobs_dir", "backend", "ptm", "ptm_sha256", "parent_job_id"):
+        value = getattr(args, flag)
+        if value:
+            argv += ["--" + flag.replace("_", "-"), value]
+    for kv in args.override:
+        argv += ["--override", kv]
+    if args.json:
+        argv.append("--json")
+    if args.dry_run:
+        argv.append("--dry-run")
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main())

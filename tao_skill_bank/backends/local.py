@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from typing import BinaryIO
+
+
+class LocalBackend:
+    """The engine as a subprocess of the supervisor, in its own process group so a cancel stops all of it."""
+
+    def __init__(self, env: dict | None = None):
+        self.env = env or {}
+
+    def check(self) -> None:
+        return None
+
+    def run(self, record, store, log: BinaryIO, stop: threading.Event) -> int:
+        proc = subprocess.Popen(record.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **self.env},
+                                cwd=store.job_dir(record.job_id))
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if stop.is_set():
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        return proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        return proc.wait()

@@ -1,0 +1,95 @@
+"""The SDK's front: resolve an action request into a job (spec, data, parent model) and launch it."""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+from .backends import get_backend
+from .data_sources import DatasetRoots, data_overrides
+from .jobs import JobRecord, JobStore, create_job
+from .skill import Skill, load_skill
+from .spec import get_dotted, parse_override, resolve_spec
+from .spec_params import InferenceContext, infer_spec_params
+
+
+@dataclass
+class ActionRequest:
+    skill_dir: str
+    action: str
+    roots: DatasetRoots = field(default_factory=DatasetRoots)
+    overrides: dict[str, str] = field(default_factory=dict)
+    parent_job_id: str | None = None
+    backend: str = "local"
+    backend_options: dict = field(default_factory=dict)
+    ptm: str | None = None
+    ptm_sha256: str | None = None
+    job_id: str | None = None        # reuse an id to resume a job in place
+
+
+@dataclass
+class PreparedJob:
+    job_id: str
+    action: str
+    skill: Skill
+    spec: dict
+    command: list[str]
+    backend: str
+    backend_options: dict
+    parent_job_id: str | None
+
+    def describe(self) -> str:
+        return " ".join(shlex.quote(c) for c in self.command)
+
+
+def overrides_from_args(pairs: list[str]) -> dict[str, str]:
+    return dict(parse_override(p) for p in pairs)
+
+
+def engine_command(skill: Skill, action: str, backend: str, spec_path: str, results_dir: str) -> list[str]:
+    """The skill's command for the action; locally the entry point runs under this interpreter."""
+    words = shlex.split(skill.actions[action].replace("{config_path}", spec_path))
+    if backend == "local":
+        words = [sys.executable, "-m", words[0]] + words[1:]
+    return words + [f"results_dir={results_dir}"]
+
+
+def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
+    skill = load_skill(request.skill_dir)
+    skill.require_action(request.action)
+    backend = get_backend(request.backend, **request.backend_options)
+    job_id = request.job_id or store.new_id(request.action)
+    if request.parent_job_id:
+        store.get(request.parent_job_id)  # fail early on an unknown parent
+    overrides = dict(data_overrides(skill, request.action, request.roots))
+    user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
+    ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256)
+    overrides.update(infer_spec_params(skill, request.action, ctx, user_keys))
+    overrides.update(request.overrides)
+    spec = resolve_spec(skill, request.action, overrides)
+    results_dir = str(store.results_dir(job_id).resolve())
+    spec["results_dir"] = results_dir
+    command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
+                             results_dir)
+    options = dict(request.backend_options)
+    if request.backend == "docker":
+        options.setdefault("input_paths", _local_paths(spec))
+        options.setdefault("gpus", int(get_dotted(spec, "train.num_gpus", 0) or 0) if request.action == "train" else 0)
+    backend.check()
+    return PreparedJob(job_id, request.action, skill, spec, command, request.backend, options,
+                       request.parent_job_id)
+
+
+def _local_paths(spec: dict, out: list | None = None) -> list[str]:
+    out = [] if out is None else out
+    for value in spec.values():
+        if isinstance(value, dict):
+            _local_paths(value, out)
+        elif isinstance(value, str) and value.startswith("/"):
+            out.append(value)
+    return out
+
+
+def launch(prepared: PreparedJob, store: JobStore) -> JobRecord:
+    return create_job(store, prepared.action, prepared.skill.name, prepared.spec, prepared.backend,
+                      prepared.command, prepared.backend_options, prepared.parent_job_id, prepared.job_id)

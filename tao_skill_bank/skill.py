@@ -1,0 +1,172 @@
+"""Load a skill: its front matter and the tables of its markdown, which are the single source of truth."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import SkillBankError
+
+SOURCES = ("train_datasets", "eval_dataset", "inference_dataset")
+INFERENCE_FUNCTIONS = ("parent_model", "parent_model_or_ptm", "ptm", "resume_model", "output_dir", "key",
+                       "create_onnx_file_2d", "create_onnx_file_3d")
+
+
+@dataclass(frozen=True)
+class DataRequirement:
+    action: str
+    spec_key: str
+    source: str
+    relative_path: str
+    is_list: bool
+
+
+@dataclass(frozen=True)
+class SpecParam:
+    action: str
+    spec_key: str
+    function: str
+    meaning: str
+
+
+@dataclass
+class Skill:
+    directory: Path
+    front_matter: dict
+    markdown: str
+    actions: dict[str, str]                       # action -> command template
+    data_requirements: list[DataRequirement]
+    spec_params: list[SpecParam]
+    typical_overrides: dict[str, dict]
+    shorthand_keys: dict[str, str]
+    important_parameters: list[dict]
+    multi_gpu: list[dict]
+    error_patterns: dict[str, str]
+    schemas_dir: Path = field(default=None)
+    references_dir: Path = field(default=None)
+
+    @property
+    def name(self) -> str:
+        return self.front_matter["name"]
+
+    def requirements_for(self, action: str) -> list[DataRequirement]:
+        return [r for r in self.data_requirements if r.action == action]
+
+    def spec_params_for(self, action: str) -> list[SpecParam]:
+        return [p for p in self.spec_params if p.action == action]
+
+    def error_fix(self, error: str) -> str:
+        try:
+            return self.error_patterns[error]
+        except KeyError:
+            raise SkillBankError(f"{self.directory}/SKILL.md: no error pattern named {error!r}") from None
+
+    def schema_path(self, action: str) -> Path:
+        return self.schemas_dir / f"{action}.schema.json"
+
+    def template_path(self, action: str) -> Path:
+        return self.references_dir / f"spec_template_{action}.yaml"
+
+    def load_schema(self, action: str) -> dict:
+        self.require_action(action)
+        path = self.schema_path(action)
+        if not path.is_file():
+            raise SkillBankError(f"{path}: schema missing; run `make schemas` to generate it")
+        return json.loads(path.read_text())
+
+    def load_template(self, action: str) -> dict:
+        path = self.template_path(action)
+        if not path.is_file():
+            raise SkillBankError(f"{path}: spec template missing; run `make schemas` to generate it")
+        return yaml.safe_load(path.read_text()) or {}
+
+    def skill_info(self) -> dict:
+        path = self.references_dir / "skill_info.yaml"
+        if not path.is_file():
+            raise SkillBankError(f"{path}: missing; run `make schemas` to generate it")
+        return yaml.safe_load(path.read_text())
+
+    def require_action(self, action: str) -> None:
+        if action not in self.actions:
+            raise SkillBankError(f"action {action!r} is not one of {', '.join(self.actions)} "
+                                 f"(skill {self.name})")
+
+
+def load_skill(directory: str | Path) -> Skill:
+    directory = Path(directory).resolve()
+    path = directory / "SKILL.md"
+    if not path.is_file():
+        raise SkillBankError(f"{path}: no SKILL.md; pass --skill pointing at a folder under skills/")
+    text = path.read_text()
+    match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    if not match:
+        raise SkillBankError(f"{path}: front matter (--- yaml ---) missing")
+    front = yaml.safe_load(match.group(1))
+    body = match.group(2)
+    for key in ("name", "description", "license", "compatibility", "version", "tags"):
+        if key not in front:
+            raise SkillBankError(f"{path}: front matter lacks {key!r}")
+    sections = _sections(body)
+    skill = Skill(
+        directory=directory, front_matter=front, markdown=body,
+        actions={r["Action"]: r["Command"].strip("`") for r in _table(sections, "Actions", required=False)},
+        data_requirements=[_requirement(r, path) for r in _table(sections, "Per-Action Dataset Requirements",
+                                                                 required=False)],
+        spec_params=[_spec_param(r, path) for r in _table(sections, "Spec Param / Parent Model Inference",
+                                                          required=False)],
+        typical_overrides=_override_blocks(sections.get("Typical Spec Overrides", ""), path),
+        shorthand_keys={r["Shorthand"]: r["Spec Key"] for r in _table(sections, "Shorthand Keys", required=False)},
+        important_parameters=_table(sections, "Important Parameters", required=False),
+        multi_gpu=_table(sections, "Multi-GPU / Multi-Node", required=False),
+        error_patterns={r["Error"]: r["Fix"] for r in _table(sections, "Error Patterns", required=False)},
+    )
+    skill.schemas_dir = (directory / front.get("schemas", "schemas")).resolve()
+    skill.references_dir = (directory / front.get("references", "references")).resolve()
+    return skill
+
+
+def _sections(body: str) -> dict[str, str]:
+    """Heading text -> the text under it up to the next heading of any level."""
+    parts = re.split(r"^#{1,6} +(.+?)\s*$", body, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _table(sections: dict[str, str], heading: str, required: bool = True) -> list[dict]:
+    text = sections.get(heading)
+    if text is None:
+        if required:
+            raise SkillBankError(f"SKILL.md: section {heading!r} missing")
+        return []
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("|")]
+    if len(lines) < 2:
+        return []
+    cells = lambda ln: [c.strip() for c in ln.strip("|").split("|")]  # noqa: E731
+    header = cells(lines[0])
+    return [dict(zip(header, cells(ln))) for ln in lines[2:]]
+
+
+def _requirement(row: dict, path: Path) -> DataRequirement:
+    if row["Source"] not in SOURCES:
+        raise SkillBankError(f"{path}: dataset source {row['Source']!r} for {row['Spec Key']} is not one of {SOURCES}")
+    return DataRequirement(row["Action"], row["Spec Key"], row["Source"], row["Files"], row["List?"] == "Yes")
+
+
+def _spec_param(row: dict, path: Path) -> SpecParam:
+    fn = row["Inference Function"].strip("`")
+    if fn not in INFERENCE_FUNCTIONS:
+        raise SkillBankError(f"{path}: inference function {fn!r} for {row['Spec Field']} is unknown")
+    return SpecParam(row["Action"], row["Spec Field"].strip("`"), fn, row["Meaning"])
+
+
+def _override_blocks(text: str, path: Path) -> dict[str, dict]:
+    blocks = {}
+    for action, code in re.findall(r"```python (\w+)\n(.*?)```", text, re.S):
+        try:
+            blocks[action] = ast.literal_eval(code)
+        except (ValueError, SyntaxError) as exc:
+            raise SkillBankError(f"{path}: typical overrides of {action} do not parse: {exc}") from None
+    return blocks

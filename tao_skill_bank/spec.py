@@ -1,0 +1,88 @@
+"""Spec overrides: dotted keys merged into a skill's template and validated against its schema."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import SkillBankError
+from .skill import Skill
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise SkillBankError(f"override {text!r}: write it as dotted.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def _schema_node(schema: dict, dotted: str) -> dict:
+    node = schema
+    for part in dotted.split("."):
+        props = node.get("properties")
+        if props is None or part not in props:
+            valid = ", ".join(sorted(props)) if props else "none (a leaf)"
+            raise SkillBankError(f"override {dotted}: unknown key {part!r}; valid keys there: {valid}")
+        node = props[part]
+    return node
+
+
+def coerce_value(schema: dict, dotted: str, value: Any) -> Any:
+    """Turn a CLI string into the schema's type: strings stay verbatim, everything else is read as YAML."""
+    node = _schema_node(schema, dotted)
+    if not isinstance(value, str):
+        return value
+    if node.get("type") == "string":
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise SkillBankError(f"override {dotted}={value!r}: not a valid {node.get('type')} value") from None
+
+
+def set_dotted(spec: dict, dotted: str, value: Any) -> None:
+    node = spec
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def get_dotted(spec: dict, dotted: str, default: Any = None) -> Any:
+    node = spec
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def resolve_spec(skill: Skill, action: str, overrides: dict[str, Any]) -> dict:
+    """Template of the action + overrides (shorthand keys expanded), validated; the inputs are not modified."""
+    schema = skill.load_schema(action)
+    spec = copy.deepcopy(skill.load_template(action))
+    for key, value in overrides.items():
+        dotted = skill.shorthand_keys.get(key, key)
+        set_dotted(spec, dotted, coerce_value(schema, dotted, value))
+    validate_spec(skill, action, spec, schema)
+    return spec
+
+
+def validate_spec(skill: Skill, action: str, spec: dict, schema: dict | None = None) -> None:
+    schema = schema or skill.load_schema(action)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(spec), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            key = ".".join(filter(None, [path, extra[0] if extra else ""]))
+            raise SkillBankError(f"spec key {key}: unknown key; valid keys there: "
+                                 f"{', '.join(sorted(err.schema.get('properties', {})))}")
+        raise SkillBankError(f"spec key {path or '<root>'}: {err.message}")
+    if get_dotted(spec, "train.distributed_strategy") == "fsdp":
+        raise SkillBankError("spec key train.distributed_strategy: fsdp is not supported for NVPanoptix3D "
+                             "(the engine only handles ddp); " + skill.error_fix("fsdp requested"))
