@@ -44,7 +44,7 @@ class MaskFormerConfig:
                                     automl=True, popular=True)
     dec_layers: int = param(10, "Transformer decoder layers of the query head.", minimum=1, maximum=12,
                             automl=True, popular=True)
-    hidden_dim: int = param(256, "Query and mask embedding width.", minimum=16, maximum=1024, options=None)
+    hidden_dim: int = param(128, "Query and mask embedding width.", minimum=16, maximum=1024)
     nheads: int = param(8, "Attention heads in the query decoder.", minimum=1, maximum=32)
     class_weight: float = param(2.0, "Weight of the query classification loss.", minimum=0.0, maximum=100.0, automl=True)
     mask_weight: float = param(5.0, "Weight of the mask BCE loss.", minimum=0.0, maximum=100.0, automl=True)
@@ -91,8 +91,8 @@ class ModelConfig:
                                automl=False, popular=True)
     mode: str = param("panoptic", "Prediction mode.", options=["panoptic", "instance", "semantic"])
     pretrained_backbone_path: str = param("", "Optional backbone weights (safetensors or .pt).")
-    embed_dim: int = param(64, "Backbone feature width (vggt: token width).", minimum=16, maximum=1024)
-    depth: int = param(4, "Backbone depth (vggt: transformer blocks).", minimum=1, maximum=24)
+    embed_dim: int = param(128, "Backbone feature width (vggt: token width).", minimum=16, maximum=1024)
+    depth: int = param(6, "Backbone depth (vggt: transformer blocks).", minimum=1, maximum=24)
     sem_seg_head: SemSegHeadConfig = section(SemSegHeadConfig, "Pixel decoder and semantic head.")
     mask_former: MaskFormerConfig = section(MaskFormerConfig, "Mask2Former-style query head.")
     depth_head: DepthHeadConfig = section(DepthHeadConfig, "Depth head (0.4-6 m).")
@@ -173,6 +173,8 @@ class TrainConfig:
     checkpoint_interval: int = param(1, "Epochs between checkpoints.", minimum=1, maximum=10000)
     validation_interval: int = param(1, "Epochs between validations (KPIs in status.json).", minimum=1,
                                      maximum=10000)
+    max_time_minutes: float = param(-1.0, "Stop training after this many minutes (-1: no limit).", minimum=-1.0,
+                                    maximum=1e6)
     checkpoint_2d: str = param("", "2D-stage weights for staged initialisation.")
     checkpoint_3d: str = param("", "3D-stage weights for staged initialisation.")
     resume_training_checkpoint_path: str = param("", "Checkpoint to resume training from.")

@@ -70,6 +70,11 @@ class StatusCallback(L.Callback):
                               kpi=scalar_kpis.get("kpi"))
         _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
 
+    def on_train_end(self, trainer, module):
+        """A run cut by max_time / max_steps mid-epoch still leaves a resumable checkpoint."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
+
 
 def _atomic_save(trainer, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -126,7 +131,8 @@ def run_train(cfg: ExperimentConfig) -> dict:
     if not resume:
         stage_init(module, cfg, status)
     callback = StatusCallback(cfg, status)
-    trainer = L.Trainer(max_epochs=cfg.train.num_epochs, max_steps=cfg.train.optim.max_steps,
+    max_time = {"minutes": cfg.train.max_time_minutes} if cfg.train.max_time_minutes > 0 else None
+    trainer = L.Trainer(max_epochs=cfg.train.num_epochs, max_steps=cfg.train.optim.max_steps, max_time=max_time,
                         check_val_every_n_epoch=cfg.train.validation_interval, callbacks=[callback],
                         enable_progress_bar=True, num_sanity_val_steps=0, use_distributed_sampler=False,
                         **kwargs)
@@ -137,5 +143,8 @@ def run_train(cfg: ExperimentConfig) -> dict:
                  devices=world, frames=len(train_loader.dataset), resume=resume)
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     result = dict(module.last_metrics)
-    status.write("done", action="train", **{k: v for k, v in result.items() if not isinstance(v, dict)})
+    if torch.cuda.is_available() and kwargs["accelerator"] == "gpu":
+        result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    status.write("done", action="train", steps=trainer.global_step,
+                 **{k: v for k, v in result.items() if not isinstance(v, dict)})
     return result

@@ -54,12 +54,13 @@ class Lifter(nn.Module):
         u = p[..., 0] / z * fx + cx
         v = p[..., 1] / z * fy + cy
         grid = torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)[:, :, None]  # B x V x 1 x 2
-        sampled = F.grid_sample(features, grid.to(features.dtype), align_corners=False)[..., 0]    # B x C x V
-        d = F.grid_sample(depth[:, None], grid.to(depth.dtype), align_corners=False)[:, 0, :, 0]    # B x V
-        inside = ((grid.abs() <= 1).all(-1)[..., 0]).to(features.dtype)
+        # sampling positions stay in float32: bf16 would move them by about a pixel
+        sampled = F.grid_sample(features.float(), grid, align_corners=False)[..., 0]        # B x C x V
+        d = F.grid_sample(depth[:, None].float(), grid, align_corners=False)[:, 0, :, 0]    # B x V
+        inside = (grid.abs() <= 1).all(-1)[..., 0].float()
         sdf = ((z - d) / (self.grid.voxel_size * factor)).clamp(-4, 4) / 4
         cues = torch.stack([sdf * inside, sdf.abs() * inside, inside], -1)
-        return torch.cat([sampled.transpose(1, 2), cues.to(sampled.dtype)], -1)
+        return torch.cat([sampled.transpose(1, 2), cues], -1)
 
 
 class ResBlock3d(nn.Module):

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One device-tool run (< 10 min): synth benchmark on the GPU, training of the shipped weights on synthetic
+# scenes generated on the fly, held-out evaluation, weights export. Resumes when RESUME=path/to/last.ckpt.
+#   usage (device tool): bash scripts/gpu_train.sh   -> results under $OUT
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_out}
+RUN=/tmp/nvp_run
+MINUTES=${MINUTES:-6}
+EPOCHS=${EPOCHS:-4}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+python bench/synth.py --device cuda --frames 200 | tee "$OUT/bench_synth_cuda.txt"
+extra=()
+if [ -n "${RESUME:-}" ]; then extra+=("train.resume_training_checkpoint_path=$RESUME"); fi
+python -m nvpanoptix3d train -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN \
+  train.max_time_minutes=$MINUTES train.num_epochs=$EPOCHS "${extra[@]}" 2>&1 | grep -v "it/s" | tail -n 30
+cp $RUN/status.json "$OUT/train_status.json"
+python -m nvpanoptix3d evaluate -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN/eval \
+  evaluate.checkpoint=$RUN/checkpoints/last.ckpt evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
+cp $RUN/eval/metrics.json "$OUT/metrics_test.json"
+python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$OUT/nvpanoptix3d_synthetic.safetensors"
+cp $RUN/checkpoints/last.ckpt "$OUT/last.ckpt"
+ls -la "$OUT"
