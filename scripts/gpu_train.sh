@@ -20,5 +20,4 @@ python -m nvpanoptix3d evaluate -e scripts/specs/gpu_synthetic.yaml results_dir=
   evaluate.checkpoint=$RUN/checkpoints/last.ckpt evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
 cp $RUN/eval/metrics.json "$OUT/metrics_test.json"
 python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$OUT/nvpanoptix3d_synthetic.safetensors"
-cp $RUN/checkpoints/last.ckpt "$OUT/last.ckpt"
 ls -la "$OUT"
