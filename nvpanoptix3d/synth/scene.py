@@ -48,6 +48,7 @@ class Scene:
     stuff_colors: dict          # label -> RGB
     stuff_textures: dict        # label -> texture id
     lights: np.ndarray          # L x 3 world positions
+    camera_zone: np.ndarray     # x0, y0, x1, y1 kept free of furniture so a camera always fits
     instances: dict = field(default_factory=dict)  # instance id -> label
 
     def footprints(self) -> list[np.ndarray]:
@@ -171,7 +172,9 @@ FAMILIES = {  # label: (width, depth, height ranges in metres, builder, against 
 def sample_scene(rng: np.random.Generator, max_objects: int = 12) -> Scene:
     size = np.array([rng.uniform(*ROOM_SIZE), rng.uniform(*ROOM_SIZE), rng.uniform(*ROOM_HEIGHT)])
     parts: list[Part] = []
-    footprints: list[np.ndarray] = []
+    cx, cy = rng.uniform(0.9, size[0] - 0.9), rng.uniform(0.9, size[1] - 0.9)
+    camera_zone = np.array([cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5])
+    footprints: list[np.ndarray] = [camera_zone]
     instances: dict[int, int] = {}
     target = int(rng.integers(max(3, max_objects // 2), max_objects + 1))
     labels = list(FAMILIES)
@@ -203,7 +206,7 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 12) -> Scene:
     n_lights = int(rng.integers(1, 3))
     lights = np.stack([np.array([rng.uniform(0.2, 0.8) * size[0], rng.uniform(0.2, 0.8) * size[1],
                                  size[2] - 0.1]) for _ in range(n_lights)])
-    return Scene(size, parts, openings, stuff_colors, stuff_textures, lights, instances)
+    return Scene(size, parts, openings, stuff_colors, stuff_textures, lights, camera_zone, instances)
 
 
 def _place(rng, label, room, footprints, inst):
@@ -251,9 +254,13 @@ def _place(rng, label, room, footprints, inst):
 def sample_camera(rng: np.random.Generator, scene: Scene, tries: int = 200) -> np.ndarray:
     """Camera-to-world pose inside the room at 1.2-1.8 m, outside every object, looking at furniture."""
     fps = scene.footprints()
-    for _ in range(tries):
-        eye = np.array([rng.uniform(0.4, scene.size[0] - 0.4), rng.uniform(0.4, scene.size[1] - 0.4),
-                        rng.uniform(1.2, 1.8)])
+    zone = scene.camera_zone
+    for attempt in range(tries):
+        if attempt < tries // 2:
+            xy = rng.uniform(0.4, scene.size[0] - 0.4), rng.uniform(0.4, scene.size[1] - 0.4)
+        else:  # the reserved zone is free by construction
+            xy = rng.uniform(zone[0] + 0.2, zone[2] - 0.2), rng.uniform(zone[1] + 0.2, zone[3] - 0.2)
+        eye = np.array([xy[0], xy[1], rng.uniform(1.2, 1.8)])
         clear = all(not (fp[0] - 0.3 < eye[0] < fp[2] + 0.3 and fp[1] - 0.3 < eye[1] < fp[3] + 0.3)
                     for fp in fps)
         if not clear:
@@ -264,7 +271,7 @@ def sample_camera(rng: np.random.Generator, scene: Scene, tries: int = 200) -> n
         else:
             target = np.array([rng.uniform(0, scene.size[0]), rng.uniform(0, scene.size[1]), rng.uniform(0.3, 1.2)])
         flat = np.hypot(*(target - eye)[:2])
-        if flat < 1.0:
+        if flat < (1.0 if attempt < tries // 2 else 0.3):
             continue
         target[2] = min(target[2], eye[2] - 0.15 * flat)  # look slightly down as cameras in 3D-FRONT do
         return look_at(eye, target)
