@@ -75,8 +75,10 @@ class Frustum3DConfig:
                                    maximum=1000.0, automl=True, popular=True)
     completion_weights: list = param([50.0, 25.0, 10.0],
                                      "Occupancy completion loss weights at 64^3, 128^3 and 256^3.")
-    surface_weight: float = param(5.0, "Extra loss weight of voxels near ground-truth surfaces.", minimum=0.0,
+    surface_weight: float = param(5.0, "Extra loss weight of occupied voxels in the dense 64^3 level (they are about 2% of it).", minimum=0.0,
                                   maximum=100.0)
+    gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
+                                  minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
                             "export.max_voxels).", minimum=512, maximum=20_000_000)
     occupancy_threshold: float = param(0.5, "Probability above which a voxel is occupied.", minimum=0.01,

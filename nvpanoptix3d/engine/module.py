@@ -28,7 +28,8 @@ class PanopticModule(L.LightningModule):
         g64 = g128 = None
         if self.model.stage3d is not None and batch.has_3d_truth:
             g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
-        out = self.model(batch.images, g64, g128)
+        teacher = batch.depths if self.cfg.model.frustum3d.gt_depth_ratio > 0 else None
+        out = self.model(batch.images, g64, g128, teacher, self.cfg.model.frustum3d.gt_depth_ratio)
         losses = compute_losses(out, batch, self.cfg, g64, g128)
         total = sum(losses.values())
         bs = batch.images.shape[0]

@@ -106,8 +106,8 @@ class Frustum3D(nn.Module):
         self.lifter = Lifter(grid)
         self.reduce = nn.Conv2d(pixel_dim, c, 1)
         self.coarse = CoarseNet(c + 3, 2 * c)
-        self.mid = mlp(2 * c + c + 3, 4 * c, 1 + 2 * c)
-        self.fine = mlp(2 * c + c + 3, 4 * c, 1 + 2 * c)
+        self.mid = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
+        self.fine = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
         self.semantic = mlp(2 * c + pixel_dim, 4 * c, cfg.sem_seg_head.num_classes)
         self.embed = mlp(2 * c + pixel_dim, 4 * c, pixel_dim)
         nn.init.zeros_(self.embed[-1].weight)  # start as the 2D embedding at the voxel's projection
@@ -131,6 +131,11 @@ class Frustum3D(nn.Module):
         off = CHILD_OFFSETS.to(parents.device)
         return (parents[:, :, None] * 2 + off).reshape(parents.shape[0], -1, 3)
 
+    @staticmethod
+    def _child_position(children: torch.Tensor) -> torch.Tensor:
+        """Where each child sits in its parent (+-0.5 per axis): the parent's features are shared by all 8."""
+        return (children % 2).float() - 0.5
+
     def forward(self, mask_features: torch.Tensor, depth: torch.Tensor, query_embed: torch.Tensor,
                 forced64: torch.Tensor | None = None, forced128: torch.Tensor | None = None) -> Output3D:
         """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth)."""
@@ -153,7 +158,8 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(feat64, 1, top1[..., None].expand(-1, -1, feat64.shape[-1]))
         mid_index = self._children(parents64)
         mid_valid = self.mask128[mid_index[..., 0], mid_index[..., 1], mid_index[..., 2]]
-        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(mid_index, 2, feats2d, depth)], -1)
+        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(mid_index, 2, feats2d, depth),
+                            self._child_position(mid_index)], -1)
         mid_out = self.mid(mid_in)
         mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
         mid_feat = mid_out[..., 1:]
@@ -168,7 +174,8 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(mid_feat, 1, top2[..., None].expand(-1, -1, mid_feat.shape[-1]))
         fine_index = self._children(parents128)
         fine_valid = self.mask256[fine_index[..., 0], fine_index[..., 1], fine_index[..., 2]]
-        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(fine_index, 1, feats2d, depth)], -1)
+        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(fine_index, 1, feats2d, depth),
+                             self._child_position(fine_index)], -1)
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]

@@ -116,11 +116,12 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     loss64 = _weighted_bce(o.coarse_logits, g64, mask64, f3.surface_weight)
     mid_gt = torch.stack([g128[i][o.mid_index[i, :, 0], o.mid_index[i, :, 1], o.mid_index[i, :, 2]]
                           for i in range(len(g128))])
-    loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, f3.surface_weight)
+    # candidates at 128 and 256 are children of (mostly) occupied voxels, already balanced: no extra weight
+    loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ_terms, sem_terms, inst_terms = [], [], []
     for i in range(len(batch.occupied)):
         occ, sem, inst = fine_truth(o, batch, side, i)
-        occ_terms.append(_weighted_bce(o.fine_logits[i], occ, o.fine_valid[i], f3.surface_weight))
+        occ_terms.append(_weighted_bce(o.fine_logits[i], occ, o.fine_valid[i], 0.0))
         if occ.any():
             sem_terms.append(F.cross_entropy(o.semantic_logits[i][occ].float(), sem[occ]))
         seg = matches.segments[i]

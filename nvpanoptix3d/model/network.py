@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import ExperimentConfig
 from ..geometry import FrustumGrid, Intrinsics
@@ -40,11 +41,19 @@ class PanopticReconstruction(nn.Module):
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         return self.head2d(self.backbone(images))
 
-    def forward(self, images: torch.Tensor, forced64=None, forced128=None) -> ModelOutput:
+    def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
+                gt_depth_ratio: float = 0.0) -> ModelOutput:
+        """Training may lift a share of the frames with ground-truth depth (gt_depth, gt_depth_ratio), so the 3D
+        stage learns to use a precise depth cue before the depth head can give one."""
         out2d = self.forward_2d(images)
         out3d = None
         if self.stage3d is not None:
-            out3d = self.stage3d(out2d.mask_features, out2d.depth.detach(), out2d.query_embed, forced64, forced128)
+            depth = out2d.depth.detach()
+            if gt_depth is not None and gt_depth_ratio > 0:
+                gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
+                pick = torch.rand(depth.shape[0], 1, 1, device=depth.device) < gt_depth_ratio
+                depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
+            out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed, forced64, forced128)
         return ModelOutput(out2d, out3d)
 
     # staged initialisation: the 2D stage is backbone + head2d, the 3D stage is stage3d
