@@ -104,7 +104,7 @@ class Frustum3D(nn.Module):
         pixel_dim = cfg.sem_seg_head.hidden_dim
         self.grid, self.max_voxels = grid, max_voxels
         self.lifter = Lifter(grid)
-        self.reduce = nn.Conv2d(pixel_dim, c, 1)
+        self.reduce = nn.Linear(pixel_dim, c)
         self.coarse = CoarseNet(c + 3, 2 * c)
         self.mid = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
         self.fine = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
@@ -140,9 +140,16 @@ class Frustum3D(nn.Module):
                 forced64: torch.Tensor | None = None, forced128: torch.Tensor | None = None) -> Output3D:
         """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth)."""
         b = mask_features.shape[0]
-        feats2d = self.reduce(mask_features)
+        # the 3D losses train the 3D stage and the query embeddings, not the pixel features: sampling them
+        # without gradient avoids grid_sample's scatter backward over millions of voxels
+        pixels = mask_features.detach()
+
+        def lift(index, factor):
+            sampled = self.lifter(index, factor, pixels, depth)
+            return torch.cat([self.reduce(sampled[..., :-3]), sampled[..., -3:]], -1), sampled[..., :-3]
+
         idx64 = self.index64.reshape(1, -1, 3).expand(b, -1, -1)
-        lifted = self.lifter(idx64, 4, feats2d, depth)                       # B x 64^3 x (C+3)
+        lifted, _ = lift(idx64, 4)                                            # B x 64^3 x (C+3)
         side = self.index64.shape[0]
         vol = lifted.transpose(1, 2).reshape(b, -1, side, side, side)
         coarse_logits, coarse_feat = self.coarse(vol)
@@ -158,7 +165,7 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(feat64, 1, top1[..., None].expand(-1, -1, feat64.shape[-1]))
         mid_index = self._children(parents64)
         mid_valid = self.mask128[mid_index[..., 0], mid_index[..., 1], mid_index[..., 2]]
-        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(mid_index, 2, feats2d, depth),
+        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(mid_index, 2)[0],
                             self._child_position(mid_index)], -1)
         mid_out = self.mid(mid_in)
         mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
@@ -174,12 +181,11 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(mid_feat, 1, top2[..., None].expand(-1, -1, mid_feat.shape[-1]))
         fine_index = self._children(parents128)
         fine_valid = self.mask256[fine_index[..., 0], fine_index[..., 1], fine_index[..., 2]]
-        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), self.lifter(fine_index, 1, feats2d, depth),
-                             self._child_position(fine_index)], -1)
+        fine_lifted, pixel = lift(fine_index, 1)                                  # pixel: 2D embeddings there
+        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), fine_lifted, self._child_position(fine_index)], -1)
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
-        pixel = self.lifter(fine_index, 1, mask_features, depth)[..., :-3]          # 2D embeddings at projection
         head_in = torch.cat([fine_feat, pixel], -1)
         embed = pixel + self.embed(head_in)
         query_logits = torch.einsum("bvd,bnd->bvn", embed, query_embed)
