@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="docker image (backend docker)")
     p.add_argument("--mount", action="append", default=[], help="extra docker bind host:container[:ro]")
     p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")
+    p.add_argument("--host-python", action="store_true",
+                   help="docker: run a bare image on this host's Python and repo (docker/build_host_image.sh)")
     p.add_argument("--jobs-dir", help="job store folder (default $TAO_SKILL_BANK_JOBS or ./jobs)")
     p.add_argument("--job-id", help="reuse a job id (resume a train job in place)")
     p.add_argument("--automl-policy", choices=["auto", "off"], help="train only; default from --request")
@@ -51,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 def backend_options(args) -> dict:
     options: dict = {}
     if args.backend == "docker":
+        if args.host_python:
+            from tao_skill_bank.backends.docker_backend import host_python_options
+            options = host_python_options()
         if args.image:
             options["image"] = args.image
-        if args.mount:
-            options["mounts"] = args.mount
-        if args.docker_env:
-            options["env"] = dict(kv.split("=", 1) for kv in args.docker_env)
+        options["mounts"] = options.get("mounts", []) + args.mount
+        options["env"] = {**options.get("env", {}), **dict(kv.split("=", 1) for kv in args.docker_env)}
     return options
 
 

@@ -60,11 +60,11 @@ def run_inference(cfg: ExperimentConfig) -> dict:
     for path in tqdm(images, desc="inference", unit="image"):
         rgb = fileio.load_rgb(path)
         factor = mcfg.dataset.downsample_factor
-        rgb = rgb[::factor, ::factor]
+        rgb = np.array(rgb[::factor, ::factor])  # a writable copy
         if rgb.shape[:2] != (height, width):
             raise SpecError(f"inference.images_dir: {path.name} is {rgb.shape[1]}x{rgb.shape[0]} after "
                             f"downsample_factor {factor}; the model expects {width}x{height} (dataset.target_size)")
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()[None].to(device) / 255.0
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None].to(device) / 255.0
         out = module.model(image)
         pan2d = panoptic_2d(out.out2d, 0, mcfg, (height, width))
         pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode) if out.out3d is not None else None

@@ -17,8 +17,8 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
         state = load_state_dict(checkpoint, key)
         stored = checkpoint_config(checkpoint)
         if stored and stored != dataclasses.asdict(cfg.model):
-            cfg = dataclasses.replace(cfg, model=from_dict(ModelConfig, stored, "model"))
-            log(f"[model] {key}: using the model configuration stored in {checkpoint}")
+            cfg = dataclasses.replace(cfg, model=_architecture_from(stored, cfg.model))
+            log(f"[model] {key}: using the architecture stored in {checkpoint}")
     else:
         state = None
         log(f"[model] {key} is empty: running randomly initialised weights")
@@ -30,6 +30,28 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
                              "trained with this model")
     module.eval()
     return module
+
+
+# inference-time settings the spec keeps even when the checkpoint brings its own architecture
+RUNTIME_KEYS = ("mode", "frustum3d.max_voxels", "frustum3d.occupancy_threshold", "mask_former.test_topk",
+                "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
+
+
+def _architecture_from(stored: dict, spec_model: ModelConfig) -> ModelConfig:
+    merged = dataclasses.asdict(spec_model)
+    for section, value in stored.items():
+        if isinstance(value, dict):
+            merged[section].update(value)
+        else:
+            merged[section] = value
+    spec = dataclasses.asdict(spec_model)
+    for dotted in RUNTIME_KEYS:
+        *parents, leaf = dotted.split(".")
+        src, dst = spec, merged
+        for part in parents:
+            src, dst = src[part], dst[part]
+        dst[leaf] = src[leaf]
+    return from_dict(ModelConfig, merged, "model")
 
 
 def device_for(cfg: ExperimentConfig) -> torch.device:

@@ -8,6 +8,22 @@ from typing import BinaryIO
 from ..errors import SkillBankError
 
 MULTI_NODE_ENV = ("WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NUM_GPU_PER_NODE")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def host_python_options() -> dict:
+    """Run a bare image (docker/build_host_image.sh) on this host's Python: its system folders, interpreter and
+    the repo with its virtualenv are mounted read-only at the same paths."""
+    import sys
+    paths = ["/usr", "/lib", "/lib64", "/bin", sys.base_prefix, str(REPO)]
+    mounts, seen = [], set()
+    for path in paths:
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and path not in seen:
+            seen.add(path)
+            mounts.append(f"{real}:{path}:ro")
+    bin_dir = str(Path(sys.executable).parent)
+    return {"mounts": mounts, "env": {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp"}}
 
 
 class DockerBackend:

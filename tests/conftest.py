@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "front3d_tiny"
+SKILL = REPO / "skills" / "tao-train-nvpanoptix3d"
+sys.path.insert(0, str(REPO))
+torch.set_num_threads(2)
+
+# the smallest model that exercises every part (CPU, seconds per step)
+TINY_OVERRIDES = [
+    "model.backbone_type=resnet_tiny", "model.sem_seg_head.hidden_dim=32",
+    "model.mask_former.num_object_queries=12", "model.mask_former.dec_layers=2",
+    "model.mask_former.hidden_dim=32", "model.mask_former.nheads=4", "model.frustum3d.feature_dim=8",
+    "model.frustum3d.max_voxels=8000",
+]
+TINY_TRAIN = ["train.num_gpus=0", "train.precision=fp32", "train.num_epochs=1", "dataset.train.num_workers=0",
+              "dataset.val.num_workers=0", "dataset.test.num_workers=0", "dataset.train.batch_size=2"]
+
+
+@pytest.fixture
+def example_copy(tmp_path) -> Path:
+    """A writable copy of the example data set (tests never touch the committed files)."""
+    dst = tmp_path / "front3d_tiny"
+    shutil.copytree(EXAMPLE, dst)
+    return dst
+
+
+@pytest.fixture
+def cache_env(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TAO_SKILL_BANK_CACHE", str(cache))
+    return cache
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto in server mode) on localhost."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(exe), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=0.5)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3_endpoint
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_image():
+    """An image built locally (no registry here): an empty rootfs run with the host's Python bind-mounted."""
+    if not docker_available():
+        if os.environ.get("REQUIRE_DOCKER"):
+            pytest.fail("REQUIRE_DOCKER is set but the docker daemon is unreachable")
+        pytest.skip("docker daemon unreachable (CI sets REQUIRE_DOCKER=1 and starts dockerd)")
+    subprocess.run(["bash", str(REPO / "docker" / "build_host_image.sh")], check=True, capture_output=True)
+    return "nvpanoptix3d:host"

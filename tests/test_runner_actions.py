@@ -1,0 +1,95 @@
+"""Each action through the runner, end to end: the local backend and the docker backend against a real daemon."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import EXAMPLE, SKILL, TINY_OVERRIDES, TINY_TRAIN
+
+from runners.tao_run_action import main as run_action
+from tao_skill_bank.jobs import JobStore
+
+
+def _run(capsys, *args) -> dict:
+    code = run_action(["--skill", str(SKILL), "--json", *args])
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert code == 0 and result["ok"], result
+    return result
+
+
+def _overrides(items):
+    return [a for item in items for a in ("--override", item)]
+
+
+def _chain(capsys, tmp_path, backend_args):
+    """train -> evaluate / inference / export, each child taking the train job as its parent."""
+    jobs = str(tmp_path / "jobs")
+    common = ["--jobs-dir", jobs, *backend_args]
+    train = _run(capsys, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
+                 *common, *_overrides(TINY_OVERRIDES + TINY_TRAIN), "--ptm", "")
+    assert train["ok"], train
+    store = JobStore(jobs)
+    status = [json.loads(line) for line in (store.results_dir(train["job_id"]) / "status.json").read_text().splitlines()]
+    assert any(e["event"] == "checkpoint" for e in status)
+    spec_keys = TINY_OVERRIDES
+    evaluate = _run(capsys, "--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--parent-job-id",
+                    train["job_id"], *common, *_overrides(spec_keys))
+    metrics = json.loads((store.results_dir(evaluate["job_id"]) / "metrics.json").read_text())
+    assert {"prq", "rsq", "rrq", "pq", "depth_abs_rel", "occupancy_iou", "kpi"} <= set(metrics)
+    inference = _run(capsys, "--action", "inference", "--inference-dataset", str(EXAMPLE), "--parent-job-id",
+                     train["job_id"], *common, *_overrides(spec_keys))
+    manifest = json.loads((store.results_dir(inference["job_id"]) / "predictions" / "manifest.json").read_text())
+    assert len(manifest) == 1 and {"volume", "objects", "preview"} <= set(manifest[0])
+    export = _run(capsys, "--action", "export", "--parent-job-id", train["job_id"], *common,
+                  *_overrides(spec_keys + ["export.max_voxels=4000"]))
+    results = store.results_dir(export["job_id"])
+    assert (results / "nvpanoptix3d_2d.onnx").is_file() and (results / "nvpanoptix3d_3d.onnx").is_file()
+    done = [json.loads(line) for line in (results / "status.json").read_text().splitlines()][-1]
+    assert done["max_abs_diff_2d"] < 1e-3 and done["max_abs_diff_3d"] < 1e-2
+    assert done["shared_candidates_3d"] > 0.95
+    assert "tensorrt" in done["tensorrt"].lower()
+
+
+def test_every_action_local_backend(capsys, tmp_path, cache_env):
+    _chain(capsys, tmp_path, ["--backend", "local"])
+
+
+def test_every_action_docker_backend(capsys, tmp_path, cache_env, docker_image):
+    _chain(capsys, tmp_path, ["--backend", "docker", "--image", docker_image, "--host-python"])
+
+
+def test_dry_run_prints_spec_and_command(capsys, tmp_path):
+    code = run_action(["--skill", str(SKILL), "--action", "train", "--automl-policy", "off", "--train-dataset",
+                       str(EXAMPLE), "--jobs-dir", str(tmp_path), "--dry-run", "--json",
+                       "--override", "train.num_epochs=3", "--override", "learning_rate=0.001"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["dry_run"]
+    assert result["spec"]["train"]["num_epochs"] == 3 and result["spec"]["train"]["optim"]["lr"] == 0.001
+    assert result["spec"]["dataset"]["train"]["json_path"].endswith("meta/train.json")
+    assert result["command"][-1].startswith("results_dir=") and "train" in result["command"]
+    assert not list(tmp_path.iterdir())  # a dry run creates no job
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--action", "detect"], "action 'detect' is not one of"),
+    (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--override", "model.nope=1"], "model.nope"),
+    (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--override", "model.mask_former.dec_layers=99"],
+     "dec_layers"),
+    (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--parent-job-id", "no-such-job"], "no-such-job"),
+    (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--backend", "slurmish"], "backend 'slurmish'"),
+    (["--action", "evaluate"], "--eval-dataset"),
+])
+def test_bad_input_one_line_and_nonzero_exit(capsys, tmp_path, args, fragment):
+    code = run_action(["--skill", str(SKILL), "--jobs-dir", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len([line for line in err if line.startswith("error:")]) == 1 and fragment in err[-1], err
+
+
+def test_docker_daemon_unreachable_is_one_clear_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    code = run_action(["--skill", str(SKILL), "--jobs-dir", str(tmp_path), "--action", "inference",
+                       "--inference-dataset", str(EXAMPLE), "--backend", "docker"])
+    err = capsys.readouterr().err
+    assert code == 2 and "docker daemon unreachable" in err and "--backend local" in err
