@@ -1,0 +1,127 @@
+"""Engine behaviour on the CPU: spec round trips and errors, learning, bit-identical resume, CLI contract."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import EXAMPLE, REPO, TINY_OVERRIDES, TINY_TRAIN
+
+from nvpanoptix3d.cli import apply_overrides, load_config
+from nvpanoptix3d.config import ExperimentConfig, SpecError, from_dict, to_dict, validate_semantics
+from nvpanoptix3d.data import collate, get_dataset
+from nvpanoptix3d.engine.module import PanopticModule
+
+
+def _data_overrides(root=EXAMPLE):
+    meta, data = root / "meta", root / "data"
+    return [f"dataset.label_map={meta / 'colormap.json'}", f"dataset.frustum_mask_path={meta / 'frustum_mask.npz'}",
+            *(f"dataset.{s}.json_path={meta / (s + '.json')}" for s in ("train", "val", "test")),
+            *(f"dataset.{s}.base_dir={data}" for s in ("train", "val", "test"))]
+
+
+def _spec_file(tmp_path, extra=()):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides({}, [*_data_overrides(), *TINY_OVERRIDES, *TINY_TRAIN, *extra])))
+    return path
+
+
+def test_every_key_round_trips_yaml_dataclass_yaml():
+    for action in ("train", "evaluate", "inference", "export"):
+        template = yaml.safe_load((REPO / "references" / f"spec_template_{action}.yaml").read_text())
+        cfg = from_dict(ExperimentConfig, template)
+        again = to_dict(cfg)
+        assert {k: again[k] for k in template} == template
+        assert from_dict(ExperimentConfig, yaml.safe_load(yaml.safe_dump(again))) == cfg
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"train": {"optim": {"lrr": 1}}}, "train.optim.lrr: unknown key"),
+    ({"model": {"mask_former": {"dec_layers": 0}}}, "model.mask_former.dec_layers: 0 is below"),
+    ({"dataset": {"enable_3d": "yes"}}, "dataset.enable_3d: expected true/false"),
+    ({"train": {"precision": "fp8"}}, "train.precision: 'fp8' is not one of"),
+])
+def test_bad_keys_name_their_path(spec, fragment):
+    with pytest.raises(SpecError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
+        from_dict(ExperimentConfig, spec)
+
+
+def test_fsdp_and_downsample_mismatch_refused_with_the_reason():
+    cfg = from_dict(ExperimentConfig, {"train": {"distributed_strategy": "fsdp"}})
+    with pytest.raises(SpecError, match="only handles ddp"):
+        validate_semantics(cfg)
+    cfg = from_dict(ExperimentConfig, {"dataset": {"name": "matterport"}})
+    with pytest.raises(SpecError, match="downsample_factor=2 for Matterport3D"):
+        validate_semantics(cfg)
+
+
+def test_loss_falls_when_overfitting_one_batch(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config(str(_spec_file(tmp_path)), ["results_dir=" + str(tmp_path / "r"), "dataset.augment=false"])
+    module = PanopticModule(cfg)
+    batch = collate([get_dataset(cfg.dataset, "train")[i] for i in range(2)])
+    opt = torch.optim.AdamW(module.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(20):
+        loss = _step(module, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert min(losses[-3:]) < 0.75 * losses[0], losses
+
+
+def _step(module, batch):
+    from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
+    g64, g128 = occupancy_grids(batch, (256, 256, 256))
+    out = module.model(batch.images, g64, g128)
+    return sum(compute_losses(out, batch, module.cfg, g64, g128).values())
+
+
+def _train(tmp_path, name, extra):
+    spec = _spec_file(tmp_path, ["dataset.augment=false", "train.checkpoint_interval=1", "train.validation_interval=5"])
+    cmd = [sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec), f"results_dir={tmp_path / name}", *extra]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
+    blob = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return blob["state_dict"]
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    straight = _train(tmp_path, "straight", ["train.num_epochs=2"])
+    _train(tmp_path, "first", ["train.num_epochs=1"])
+    resumed = _train(tmp_path, "resumed", ["train.num_epochs=2",
+                                          f"train.resume_training_checkpoint_path={tmp_path / 'first/checkpoints/last.ckpt'}"])
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    events = [json.loads(line) for line in (tmp_path / "straight" / "status.json").read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "checkpoint"] == [1, 2]
+    assert all("losses" in e and "images_per_s" in e for e in events if e["event"] == "epoch")
+
+
+def test_cli_contract_exit_codes(tmp_path):
+    spec = _spec_file(tmp_path)
+    bad = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec), "train.num_gpuz=1",
+                          f"results_dir={tmp_path / 'x'}"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "train.num_gpuz: unknown key" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "evaluate", "-e", str(spec),
+                              f"results_dir={tmp_path / 'y'}", "dataset.frustum_mask_path=/nope.npz"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2 and "ensure meta/frustum_mask.npz is present" in missing.stderr.lower()
+    assert json.loads((tmp_path / "y" / "status.json").read_text().splitlines()[-1])["event"] == "failed"
+
+
+def test_staged_initialisation_from_the_shipped_weights():
+    from nvpanoptix3d.engine.checkpoint import load_state_dict
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    model = PanopticReconstruction(ExperimentConfig())
+    state = load_state_dict(REPO / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors")
+    loaded2d, skipped2d = model.load_stage(state, "2d")
+    loaded3d, skipped3d = model.load_stage(state, "3d")
+    assert loaded2d and loaded3d and not skipped2d and not skipped3d
+    assert all(n.startswith("stage3d.") for n in loaded3d)
+    assert dataclasses.asdict(ExperimentConfig().model)  # the default config is the shipped architecture
