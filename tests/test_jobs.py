@@ -1,0 +1,70 @@
+"""The job store and its backends with real processes and a real docker daemon."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from tao_skill_bank.backends.docker_backend import host_python_options
+from tao_skill_bank.jobs import CANCELLED, DONE, FAILED, RUNNING, JobStore, cancel_job, create_job, wait
+
+
+def _job(store, command, backend="local", options=None):
+    return create_job(store, "train", "tao-train-nvpanoptix3d", {"results_dir": "x"}, backend, command, options)
+
+
+def test_success_and_failure_are_recorded_with_logs(tmp_path):
+    store = JobStore(tmp_path)
+    ok = _job(store, [sys.executable, "-c", "print('hello from the job')"])
+    bad = _job(store, [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    assert wait(store, ok.job_id, 60).status == DONE
+    record = wait(store, bad.job_id, 60)
+    assert record.status == FAILED and record.exit_code == 3 and "logs.txt" in record.error
+    assert "hello from the job" in store.log_path(ok.job_id).read_text()
+    assert [r.job_id for r in store.list()] == sorted([ok.job_id, bad.job_id])
+    assert (store.job_dir(ok.job_id) / "spec.yaml").is_file()
+
+
+def _wait_running(store, job_id):
+    for _ in range(200):
+        if store.get(job_id).status == RUNNING:
+            return
+        time.sleep(0.05)
+    raise AssertionError("job never started")
+
+
+def test_cancel_stops_the_process_and_records_it(tmp_path):
+    store = JobStore(tmp_path)
+    job = _job(store, [sys.executable, "-c", "import time; time.sleep(60)"])
+    _wait_running(store, job.job_id)
+    time.sleep(1.0)
+    record = cancel_job(store, job.job_id)
+    assert record.status == CANCELLED and record.finished_at is not None
+
+
+def test_killed_supervisor_leaves_a_consistent_failed_record(tmp_path):
+    store = JobStore(tmp_path)
+    job = _job(store, [sys.executable, "-c", "import time; time.sleep(60)"])
+    _wait_running(store, job.job_id)
+    os.kill(store.get(job.job_id).supervisor_pid, signal.SIGKILL)
+    record = wait(store, job.job_id, 30)
+    assert record.status == FAILED and record.error == "supervisor exited"
+
+
+def test_docker_job_runs_streams_logs_and_cancels(tmp_path, docker_image):
+    store = JobStore(tmp_path)
+    options = {**host_python_options(), "image": docker_image}
+    ok = _job(store, [sys.executable, "-c", "import os; print('in container', os.environ['NUM_GPU_PER_NODE'])"],
+              "docker", options)
+    assert wait(store, ok.job_id, 120).status == DONE
+    assert "in container 0" in store.log_path(ok.job_id).read_text()
+    slow = _job(store, [sys.executable, "-c", "import time; time.sleep(120)"], "docker", options)
+    _wait_running(store, slow.job_id)
+    time.sleep(2)
+    assert cancel_job(store, slow.job_id).status == CANCELLED
+    import docker
+    leftover = docker.from_env().containers.list(all=True, filters={"label": f"tao_skill_bank.job_id={slow.job_id}"})
+    assert leftover == []
