@@ -93,3 +93,16 @@ def test_docker_daemon_unreachable_is_one_clear_line(capsys, tmp_path, monkeypat
                        "--inference-dataset", str(EXAMPLE), "--backend", "docker"])
     err = capsys.readouterr().err
     assert code == 2 and "docker daemon unreachable" in err and "--backend local" in err
+
+
+def test_train_with_policy_auto_routes_through_automl(capsys, tmp_path):
+    code = run_action(["--skill", str(SKILL), "--action", "train", "--train-dataset", str(EXAMPLE), "--jobs-dir",
+                       str(tmp_path), "--request", "train NVPanoptix3D on my rooms", "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == 0 and "routing through tao-run-automl" in captured.err
+    space = json.loads(captured.out)
+    assert {p["key"] for p in space["parameters"]} >= {"train.optim.lr", "model.mask_former.num_object_queries"}
+    code = run_action(["--skill", str(SKILL), "--action", "train", "--train-dataset", str(EXAMPLE), "--jobs-dir",
+                       str(tmp_path), "--request", "plain training, no HPO", "--dry-run", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and "automl_policy is off" in captured.err and json.loads(captured.out)["dry_run"]

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""AutoML for a model skill: an Optuna study over its packaged train schema, trials as child train jobs.
+
+    python runners/tao_run_automl.py --skill skills/tao-train-nvpanoptix3d --train-dataset DATA \
+        --max-trials 8 --algorithm bayesian|hyperband|asha [--override key=value ...] [--job-id ID to resume]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tao_skill_bank.automl import ALGORITHMS, AutoMLConfig, AutoMLRunner, summary_table  # noqa: E402
+from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
+from tao_skill_bank.errors import SkillBankError  # noqa: E402
+from tao_skill_bank.runner import overrides_from_args  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skill", default="skills/tao-train-nvpanoptix3d")
+    p.add_argument("--train-dataset", required=True)
+    p.add_argument("--eval-dataset")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="kept in every trial and never searched")
+    p.add_argument("--params", action="append", default=[], help="extra dotted keys to search")
+    p.add_argument("--algorithm", default="bayesian", choices=ALGORITHMS)
+    p.add_argument("--max-trials", type=int, default=10)
+    p.add_argument("--max-concurrent", type=int, default=1)
+    p.add_argument("--gpu-ids", default="", help="comma list shared out among concurrent trials (local backend)")
+    p.add_argument("--time-budget", type=float, help="seconds for the whole sweep")
+    p.add_argument("--metric", default="kpi", help="status.json key; names with 'loss' are minimised")
+    p.add_argument("--storage", help="Optuna RDB URL (default sqlite in the AutoML job folder; postgresql://... works)")
+    p.add_argument("--jobs-dir")
+    p.add_argument("--job-id", help="resume this AutoML job")
+    p.add_argument("--backend", default="local")
+    p.add_argument("--ptm")
+    p.add_argument("--ptm-sha256")
+    p.add_argument("--parent-job-id")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the search space; launch nothing")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = AutoMLConfig(args.skill, DatasetRoots(args.train_dataset, args.eval_dataset),
+                           overrides_from_args(args.override), args.jobs_dir, args.backend, {}, args.algorithm,
+                           args.max_trials, args.max_concurrent, args.time_budget, args.metric, args.params,
+                           args.storage, args.job_id, args.seed, args.ptm, args.parent_job_id,
+                           [int(g) for g in args.gpu_ids.split(",") if g.strip()])
+        runner = AutoMLRunner(cfg)
+        if args.dry_run:
+            space = {"parameters": [p.__dict__ for p in runner.space.parameters],
+                     "conditions": runner.space.conditions, "direction": runner.direction}
+            print(json.dumps(space, indent=2, default=str))
+            return 0
+        print(f"[automl] job {runner.job_id}: {args.algorithm}, {args.max_trials} trials, metric {args.metric} "
+              f"({runner.direction})", file=sys.stderr)
+        summary = runner.run()
+    except SkillBankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"ok": summary["best_job_id"] is not None, "job_id": runner.job_id, **{
+        k: summary[k] for k in ("best_job_id", "best_trial", "best_value")}}) if args.json else summary_table(summary))
+    return 0 if summary["best_job_id"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
