@@ -103,10 +103,6 @@ class FrustumGrid:
         return (z >= self.depth_min) & (z <= self.depth_max) & (u >= -0.5) & (u < k.width - 0.5) & \
             (v >= -0.5) & (v < k.height - 0.5)
 
-    def downsampled(self, factor: int) -> "FrustumGrid":
-        return FrustumGrid(self.intrinsics, self.voxel_size * factor, self.depth_min, self.depth_max,
-                           tuple(d // factor for d in self.dims))
-
 
 def front3d_grid() -> FrustumGrid:
     return FrustumGrid(Intrinsics.front3d())

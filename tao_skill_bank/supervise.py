@@ -6,6 +6,7 @@ SIGTERM (cancel_job) stops the engine process or container and records the job a
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ def main(store_root: str, job_id: str) -> int:
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    record.status, record.started_at, record.supervisor_pid = RUNNING, time.time(), _pid()
+    record.status, record.started_at, record.supervisor_pid = RUNNING, time.time(), os.getpid()
     store.save(record)
     backend = get_backend(record.backend, **record.backend_options)
     try:
@@ -42,11 +43,6 @@ def main(store_root: str, job_id: str) -> int:
     record.finished_at = time.time()
     store.save(record)
     return 0
-
-
-def _pid() -> int:
-    import os
-    return os.getpid()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DatasetConfig, SpecError
+from ..labels import default_categories, read_colormap
 from .front3d import Front3DDataset
 from .sample import Batch, FrameSample, collate  # noqa: F401
 from .synthetic import SyntheticDataset
@@ -20,7 +21,21 @@ def get_dataset(cfg: DatasetConfig, split_name: str, train: bool = False):
     if cfg.name == "synthetic":
         return SyntheticDataset(cfg, split_name, train)
     check_frustum_mask(cfg)
+    check_label_map(cfg)
     return _REGISTRY[cfg.name](cfg, getattr(cfg, split_name), split_name, train)
+
+
+def check_label_map(cfg: DatasetConfig) -> None:
+    """The engine uses the 3D-FRONT label set; a colormap that disagrees would silently mislabel everything."""
+    try:
+        categories = read_colormap(cfg.label_map)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise SpecError(f"dataset.label_map: {exc}") from None
+    ours = {c.id: (c.name, c.isthing) for c in default_categories()}
+    theirs = {c.id: (c.name, c.isthing) for c in categories}
+    if theirs != ours:
+        raise SpecError(f"dataset.label_map: {cfg.label_map} differs from the 3D-FRONT label set (ids 0-12: void, "
+                        "9 things, wall, floor, ceiling); remap the data set's labels to it")
 
 
 def check_frustum_mask(cfg: DatasetConfig) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..labels import CEILING, NAMES, NUM_CLASSES, is_thing
-from ..metrics import PanopticAccumulator, confusion_iou
+from ..metrics import ClassScore, PanopticAccumulator
 
 IS_THING = np.array([is_thing(c) for c in range(NUM_CLASSES)])
 
@@ -95,7 +95,6 @@ class MetricSet:
         return torch.tensor(rows, dtype=torch.float64)
 
     def load_state_tensor(self, t: torch.Tensor) -> None:
-        from ..metrics import ClassScore
         for a, acc in enumerate((self.pq, self.prq)):
             acc.scores = {}
             for c in range(NUM_CLASSES):
@@ -103,5 +102,3 @@ class MetricSet:
                 if tp or fp or fn:
                     acc.scores[c] = ClassScore(int(tp), int(fp), int(fn), iou)
 
-
-__all__ = ["MetricSet", "aligned_labels", "confusion_iou"]

@@ -1,2 +1,1 @@
-from .panoptic import (ClassScore, PanopticAccumulator, PanopticResult, confusion_iou,  # noqa: F401
-                       occupancy_iou, segments)
+from .panoptic import ClassScore, PanopticAccumulator, PanopticResult, segments  # noqa: F401

@@ -123,25 +123,3 @@ class PanopticAccumulator:
         return PanopticResult(overall["quality"], overall["segmentation"], overall["recognition"],
                               mean([c for c in present if self.is_thing[c]]),
                               mean([c for c in present if not self.is_thing[c]]), per_class)
-
-
-def confusion_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore: set[int]) -> tuple[float, list]:
-    """Mean IoU over classes present in ground truth or prediction (class 0 and `ignore` left out)."""
-    gt, pred = np.asarray(gt).ravel().astype(np.int64), np.asarray(pred).ravel().astype(np.int64)
-    keep = (gt < num_classes) & (pred < num_classes)
-    cm = np.bincount(gt[keep] * num_classes + pred[keep], minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    ious = []
-    for c in range(1, num_classes):
-        if c in ignore:
-            ious.append(None)
-            continue
-        union = cm[c].sum() + cm[:, c].sum() - cm[c, c]
-        ious.append(float(cm[c, c] / union) if union else None)
-    vals = [v for v in ious if v is not None]
-    return (float(np.mean(vals)) if vals else 0.0), ious
-
-
-def occupancy_iou(gt_occupied: np.ndarray, pred_occupied: np.ndarray) -> tuple[int, int]:
-    """(intersection, union) so callers can accumulate over a set."""
-    g, p = np.asarray(gt_occupied, bool), np.asarray(pred_occupied, bool)
-    return int((g & p).sum()), int((g | p).sum())

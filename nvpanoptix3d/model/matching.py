@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
-from ..labels import NUM_CLASSES, is_thing
+from ..labels import NUM_CLASSES
 
 
 @dataclass
@@ -57,6 +57,3 @@ def hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, seg: 
     dev = class_logits.device
     return torch.as_tensor(rows, dtype=torch.long, device=dev), torch.as_tensor(cols, dtype=torch.long, device=dev)
 
-
-def segment_is_thing(classes: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([is_thing(int(c)) for c in classes.tolist()], dtype=torch.bool, device=classes.device)

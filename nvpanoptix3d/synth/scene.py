@@ -277,8 +277,3 @@ def sample_camera(rng: np.random.Generator, scene: Scene, tries: int = 200) -> n
         return look_at(eye, target)
     raise RuntimeError("no valid camera position in this room")
 
-
-def stuff_label_of_face(axis: int, side: int) -> int:
-    if axis == 2:
-        return FLOOR if side == 0 else CEILING
-    return WALL
