@@ -26,7 +26,8 @@ from tao_skill_bank.skill import load_skill  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skill", default="skills/tao-train-nvpanoptix3d", help="skill folder (holds SKILL.md)")
-    p.add_argument("--action", required=True, help="train | evaluate | inference | export")
+    p.add_argument("--action", help="train | evaluate | inference | export")
+    p.add_argument("--list-jobs", action="store_true", help="print the job store's jobs and exit")
     p.add_argument("--train-dataset", help="train data root: local folder or s3://bucket/prefix")
     p.add_argument("--eval-dataset", help="evaluation data root (defaults to the train root)")
     p.add_argument("--inference-dataset", help="inference data root (defaults to the eval root)")
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")
     p.add_argument("--host-python", action="store_true",
                    help="docker: run a bare image on this host's Python and repo (docker/build_host_image.sh)")
-    p.add_argument("--jobs-dir", help="job store folder (default $TAO_SKILL_BANK_JOBS or ./jobs)")
+    p.add_argument("--jobs-dir", help="job store: a folder or s3://bucket/prefix (default $TAO_SKILL_BANK_JOBS "
+                                      "or ./jobs)")
     p.add_argument("--job-id", help="reuse a job id (resume a train job in place)")
     p.add_argument("--automl-policy", choices=["auto", "off"], help="train only; default from --request")
     p.add_argument("--request", default="", help="the user's words, e.g. 'plain training, no HPO'")
@@ -66,6 +68,15 @@ def backend_options(args) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     store = job_api.JobStore(args.jobs_dir)
+    if args.list_jobs:
+        for r in store.list():
+            print(json.dumps({"job_id": r.job_id, "action": r.action, "status": r.status, "kpi": r.kpi,
+                              "parent_job_id": r.parent_job_id}) if args.json else
+                  f"{r.job_id:<40} {r.action:<9} {r.status:<9} kpi={r.kpi}")
+        return 0
+    if not args.action:
+        print("error: --action is required (train | evaluate | inference | export)", file=sys.stderr)
+        return 2
     try:
         if args.action == "train":
             skill = load_skill(args.skill)

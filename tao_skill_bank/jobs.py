@@ -51,8 +51,56 @@ def default_store() -> Path:
 
 
 class JobStore:
+    """A folder of jobs. With an s3://bucket/prefix root, jobs run in a local working copy (in the cache) and
+    every record, spec, log and result is mirrored to S3, where any machine can read them back."""
+
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root else default_store()
+        root = str(root) if root else str(default_store())
+        self.url = root if root.startswith("s3://") else None
+        if self.url:
+            from .data_sources import cache_dir
+            import hashlib
+            self.root = cache_dir() / "jobs" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        else:
+            self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        """What a supervisor or another machine opens to reach this store."""
+        return self.url or str(self.root)
+
+    def _s3(self):
+        from .data_sources import s3_client, split_s3
+        bucket, prefix = split_s3(self.url)
+        return s3_client(), bucket, prefix
+
+    def sync_up(self, job_id: str) -> None:
+        """Upload the job's folder (job.json last, so a reader never sees a record ahead of its files)."""
+        if not self.url:
+            return
+        client, bucket, prefix = self._s3()
+        folder = self.job_dir(job_id)
+        files = sorted((p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.name == "job.json")
+        for path in files:
+            client.upload_file(str(path), bucket, f"{prefix}/{job_id}/{path.relative_to(folder)}".lstrip("/"))
+
+    def _sync_down(self, job_id: str) -> None:
+        if not self.url:
+            return
+        client, bucket, prefix = self._s3()
+        key_prefix = f"{prefix}/{job_id}/".lstrip("/")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+            for obj in page.get("Contents", []):
+                dest = self.job_dir(job_id) / obj["Key"][len(key_prefix):]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(dest))
+
+    def _remote_ids(self) -> list[str]:
+        client, bucket, prefix = self._s3()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/".lstrip("/"),
+                                                                   Delimiter="/")
+        return [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for page in pages for p in page.get("CommonPrefixes", [])]
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -70,12 +118,18 @@ class JobStore:
         return f"{action}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
     def save(self, record: JobRecord) -> None:
-        atomic.write_json(self.job_dir(record.job_id) / "job.json", dataclasses.asdict(record))
+        path = self.job_dir(record.job_id) / "job.json"
+        atomic.write_json(path, dataclasses.asdict(record))
+        if self.url:
+            client, bucket, prefix = self._s3()
+            client.upload_file(str(path), bucket, f"{prefix}/{record.job_id}/job.json".lstrip("/"))
 
     def get(self, job_id: str) -> JobRecord:
         path = self.job_dir(job_id) / "job.json"
         if not path.is_file():
-            raise SkillBankError(f"job {job_id}: not found in {self.root}; list jobs with --list-jobs or pass "
+            self._sync_down(job_id)
+        if not path.is_file():
+            raise SkillBankError(f"job {job_id}: not found in {self.location}; list jobs with --list-jobs or pass "
                                  "the right --jobs-dir")
         record = JobRecord(**json.loads(path.read_text()))
         return self._reap(record)
@@ -91,10 +145,10 @@ class JobStore:
         return record
 
     def list(self) -> list[JobRecord]:
-        if not self.root.is_dir():
-            return []
-        ids = sorted(p.parent.name for p in self.root.glob("*/job.json"))
-        return [self.get(i) for i in ids]
+        ids = {p.parent.name for p in self.root.glob("*/job.json")} if self.root.is_dir() else set()
+        if self.url:
+            ids |= set(self._remote_ids())
+        return [self.get(i) for i in sorted(ids)]
 
     def kpis(self, job_id: str) -> list[dict]:
         """KPI events the engine wrote to status.json."""
@@ -138,7 +192,8 @@ def create_job(store: JobStore, action: str, skill: str, spec: dict, backend: st
     store.results_dir(record.job_id).mkdir(exist_ok=True)
     atomic.write_text(store.spec_path(record.job_id), yaml.safe_dump(spec, sort_keys=False))
     store.save(record)
-    proc = subprocess.Popen([sys.executable, "-m", "tao_skill_bank.supervise", str(store.root), record.job_id],
+    store.sync_up(record.job_id)
+    proc = subprocess.Popen([sys.executable, "-m", "tao_skill_bank.supervise", store.location, record.job_id],
                             start_new_session=True, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(store.job_dir(record.job_id) / "supervisor.err", "w"),
                             env={**os.environ, "PYTHONPATH": _pythonpath()})

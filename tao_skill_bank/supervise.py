@@ -42,6 +42,7 @@ def main(store_root: str, job_id: str) -> int:
     record.kpi = max(kpis) if kpis else None
     record.finished_at = time.time()
     store.save(record)
+    store.sync_up(job_id)
     return 0
 
 

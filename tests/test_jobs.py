@@ -68,3 +68,24 @@ def test_docker_job_runs_streams_logs_and_cancels(tmp_path, docker_image):
     import docker
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"tao_skill_bank.job_id={slow.job_id}"})
     assert leftover == []
+
+
+def test_s3_job_store_mirrors_records_logs_and_results(tmp_path, s3_env, monkeypatch):
+    import boto3
+    boto3.client("s3").create_bucket(Bucket="jobstore")
+    monkeypatch.setenv("TAO_SKILL_BANK_CACHE", str(tmp_path / "machine-a"))
+    store = JobStore("s3://jobstore/team")
+    script = "import pathlib; pathlib.Path('results/checkpoints').mkdir(parents=True); " \
+             "pathlib.Path('results/checkpoints/last.ckpt').write_bytes(b'w'); print('trained')"
+    job = _job(store, [sys.executable, "-c", script])
+    assert wait(store, job.job_id, 60).status == DONE
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="jobstore")["Contents"]}
+    assert {f"team/{job.job_id}/{name}" for name in ("job.json", "spec.yaml", "logs.txt",
+                                                     "results/checkpoints/last.ckpt")} <= keys
+    # another machine (another cache) sees the same job and can take its checkpoint as a parent model
+    monkeypatch.setenv("TAO_SKILL_BANK_CACHE", str(tmp_path / "machine-b"))
+    other = JobStore("s3://jobstore/team")
+    assert [r.job_id for r in other.list()] == [job.job_id]
+    assert other.get(job.job_id).status == DONE and "trained" in other.log_path(job.job_id).read_text()
+    from tao_skill_bank.spec_params import parent_checkpoint
+    assert parent_checkpoint(other, job.job_id).name == "last.ckpt"
