@@ -1,0 +1,49 @@
+"""Shared by bench/engine_2d.py and bench/engine_3d.py: held-out evaluation and CPU timing of a checkpoint."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nvpanoptix3d.cli import load_config  # noqa: E402
+from nvpanoptix3d.data import collate, get_dataset  # noqa: E402
+from nvpanoptix3d.engine.predictor import load_for_action  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--checkpoint", default=str(WEIGHTS))
+    p.add_argument("--frames", type=int, default=8, help="held-out synthetic frames (test split, seed+2)")
+    p.add_argument("--timing-frames", type=int, default=3)
+    return p.parse_args()
+
+
+def evaluate(args) -> tuple[dict, float]:
+    """Metrics on held-out synthetic frames and seconds per 320 x 240 frame of inference on this machine."""
+    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_engine",
+                                                           "dataset.synthetic.eval_scenes=50"])
+    module = load_for_action(cfg, args.checkpoint, "checkpoint", log=lambda *_: None)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device)
+    dataset = get_dataset(module.cfg.dataset, "test")
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        for i in range(args.frames):
+            module.validation_step(collate([dataset[i]]).to(device), i)
+        module.on_validation_epoch_end()
+        image = collate([dataset[0]]).images.to(device)
+        module.model(image)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.timing_frames):
+            module.model(image)
+        sync()
+    return module.last_metrics, (time.perf_counter() - start) / args.timing_frames
