@@ -66,7 +66,10 @@ def parent_checkpoint(store: JobStore, parent_job_id: str) -> Path:
 
 
 def resolve_ptm(ptm: str | None, sha256: str | None) -> str:
-    """The pretrained weights as a local file: shipped by default, else fetched once into the cache."""
+    """The pretrained weights as a local file: shipped by default, "none" for random initialisation, else
+    fetched once into the cache."""
+    if ptm == "none":
+        return ""
     if not ptm:
         return str(SHIPPED_PTM) if SHIPPED_PTM.is_file() else ""
     if ptm.startswith(("s3://", "http://", "https://")):

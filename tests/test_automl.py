@@ -68,7 +68,7 @@ def _automl_cmd(jobs, job_id, trials):
                  for a in ("--override", o)]
     return [sys.executable, str(REPO / "runners" / "tao_run_automl.py"), "--skill", str(SKILL), "--train-dataset",
             str(EXAMPLE), "--jobs-dir", str(jobs), "--job-id", job_id, "--max-trials", str(trials), "--algorithm",
-            "asha", "--metric", "loss", "--ptm", "", "--json", *overrides]
+            "asha", "--metric", "loss", "--ptm", "none", "--json", *overrides]
 
 
 def test_tiny_sweep_prunes_and_parent_model_is_the_best_trial(tmp_path):

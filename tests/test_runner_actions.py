@@ -27,7 +27,7 @@ def _chain(capsys, tmp_path, backend_args):
     jobs = str(tmp_path / "jobs")
     common = ["--jobs-dir", jobs, *backend_args]
     train = _run(capsys, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
-                 *common, *_overrides(TINY_OVERRIDES + TINY_TRAIN), "--ptm", "")
+                 *common, *_overrides(TINY_OVERRIDES + TINY_TRAIN), "--ptm", "none")
     assert train["ok"], train
     store = JobStore(jobs)
     status = [json.loads(line) for line in (store.results_dir(train["job_id"]) / "status.json").read_text().splitlines()]
