@@ -10,9 +10,15 @@ MINUTES=${MINUTES:-6}
 EPOCHS=${EPOCHS:-4}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-python bench/synth.py --device cuda --frames 200 | tee "$OUT/bench_synth_cuda.txt"
-extra=()
-if [ -n "${RESUME:-}" ]; then extra+=("train.resume_training_checkpoint_path=$RESUME"); fi
+[ -n "${SKIP_BENCH:-}" ] || python bench/synth.py --device cuda --frames 200 | tee "$OUT/bench_synth_cuda.txt"
+extra=("train.optim.milestones=[${MILESTONE:-12}]")
+if [ -n "${RESUME:-}" ] && [ -f "${RESUME}" ]; then
+  extra+=("train.resume_training_checkpoint_path=$RESUME")      # same machine, still warm: exact resume
+elif [ -n "${RESUME:-}" ]; then
+  w=nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors    # fresh machine: continue from the shipped weights
+  extra+=("train.checkpoint_2d=$w" "train.checkpoint_3d=$w")
+  RUN=/tmp/nvp_run2
+fi
 python -m nvpanoptix3d train -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN \
   train.max_time_minutes=$MINUTES train.num_epochs=$EPOCHS "${extra[@]}" 2>&1 | grep -v "it/s" | tail -n 30
 cp $RUN/status.json "$OUT/train_status.json"

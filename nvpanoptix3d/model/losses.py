@@ -1,65 +1,45 @@
-"""Training losses: 2D set prediction (Hungarian), depth, and the 3D completion / semantic / instance terms."""
-from __future__ import annotations
+"""Training losses: 2D set prediction (Hungarian), depth, and the 3D completion / semantic / instance terms.
 
-from dataclasses import dataclass
+All terms are computed for the whole batch at once: per-image Python loops were most of a step's time on
+the GPU (kernel launches and synchronisations, see bench/results/gpu_profile_step.txt).
+"""
+from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
 from ..config import ExperimentConfig
 from ..data.sample import Batch
-from .matching import Segments2D, gt_segments, hungarian_match
+from .matching import CLASS_STRIDE, IMAGE_SHIFT, Matches, gt_segments, hungarian_match, segment_key
 from .network import ModelOutput
 
-
-@dataclass
-class Matches:
-    """Per image: GT segments and which query each was matched to."""
-    segments: list[Segments2D]
-    queries: list[torch.Tensor]
-    targets: list[torch.Tensor]
-
-
-def _mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
-    prob = logits.sigmoid()
-    dice = 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
-    return bce.sum(), dice.sum()
+VOXEL_SHIFT = 24  # 256^3 voxel keys fit in 24 bits; the image index goes above
 
 
 def set_losses(class_logits, mask_logits, matches: Matches, cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     mf = cfg.model.mask_former
     b, n, num_classes = class_logits.shape
     target_classes = torch.zeros(b, n, dtype=torch.long, device=class_logits.device)
+    target_classes[matches.image, matches.query] = matches.segments.classes[matches.segment]
     weight = torch.ones(num_classes, device=class_logits.device)
     weight[0] = mf.no_object_weight
-    bce_sum = dice_sum = class_logits.new_zeros(())
-    count = 0
-    for i in range(b):
-        q, t = matches.queries[i], matches.targets[i]
-        if len(q) == 0:
-            continue
-        target_classes[i, q] = matches.segments[i].classes[t]
-        bce, dice = _mask_losses(mask_logits[i, q].flatten(1).float(), matches.segments[i].masks[t].flatten(1))
-        bce_sum, dice_sum, count = bce_sum + bce, dice_sum + dice, count + len(q)
     ce = F.cross_entropy(class_logits.float().transpose(1, 2), target_classes, weight=weight)
-    count = max(count, 1)
-    return {"class": mf.class_weight * ce, "mask": mf.mask_weight * bce_sum / count,
-            "dice": mf.dice_weight * dice_sum / count}
+    if len(matches.query) == 0:
+        zero = mask_logits.sum() * 0
+        return {"class": mf.class_weight * ce, "mask": zero, "dice": zero}
+    logits = mask_logits[matches.image, matches.query].flatten(1).float()
+    targets = matches.segments.masks[matches.segment].flatten(1)
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    prob = logits.sigmoid()
+    dice = (1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)).mean()
+    return {"class": mf.class_weight * ce, "mask": mf.mask_weight * bce, "dice": mf.dice_weight * dice}
 
 
 def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
     mf = cfg.model.mask_former
-    size = out.out2d.mask_logits.shape[-2:]
-    segs, queries, targets = [], [], []
-    for i in range(batch.images.shape[0]):
-        seg = gt_segments(batch.semantic2d[i], batch.instance2d[i], size)
-        q, t = hungarian_match(out.out2d.class_logits[i], out.out2d.mask_logits[i], seg,
-                               (mf.class_weight, mf.mask_weight, mf.dice_weight))
-        segs.append(seg)
-        queries.append(q)
-        targets.append(t)
-    return Matches(segs, queries, targets)
+    seg = gt_segments(batch.semantic2d, batch.instance2d, tuple(out.out2d.mask_logits.shape[-2:]))
+    return hungarian_match(out.out2d.class_logits, out.out2d.mask_logits, seg,
+                           (mf.class_weight, mf.mask_weight, mf.dice_weight))
 
 
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -71,34 +51,44 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return diff.abs().mean() + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
 
 
+def _stacked_truth(batch: Batch):
+    """Occupied voxels of the whole batch: (image index, voxel index x 3, semantic, instance)."""
+    image = torch.cat([torch.full((len(o),), i, dtype=torch.long, device=o.device)
+                       for i, o in enumerate(batch.occupied)])
+    return image, torch.cat(batch.occupied), torch.cat(batch.semantic3d), torch.cat(batch.instance3d)
+
+
 def occupancy_grids(batch: Batch, dims: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense ground-truth occupancy at 64^3 and 128^3 (B x ...) from the sparse 256^3 truth."""
     b = len(batch.occupied)
     dev = batch.images.device
     g64 = torch.zeros(b, *(d // 4 for d in dims), dtype=torch.bool, device=dev)
     g128 = torch.zeros(b, *(d // 2 for d in dims), dtype=torch.bool, device=dev)
-    for i, occ in enumerate(batch.occupied):
-        a, c = occ // 4, occ // 2
-        g64[i, a[:, 0], a[:, 1], a[:, 2]] = True
-        g128[i, c[:, 0], c[:, 1], c[:, 2]] = True
+    image, occ, _, _ = _stacked_truth(batch)
+    a, c = occ // 4, occ // 2
+    g64[image, a[:, 0], a[:, 1], a[:, 2]] = True
+    g128[image, c[:, 0], c[:, 1], c[:, 2]] = True
     return g64, g128
 
 
-def _keys(index: torch.Tensor, side: int) -> torch.Tensor:
+def _voxel_keys(index: torch.Tensor, side: int) -> torch.Tensor:
     return (index[..., 0] * side + index[..., 1]) * side + index[..., 2]
 
 
-def fine_truth(out3d, batch: Batch, side: int, i: int):
-    """Ground truth at image i's 256^3 candidates: (occupied, semantic, instance) per candidate."""
-    gt_keys = _keys(batch.occupied[i], side)
+def fine_truth(out3d, batch: Batch, side: int):
+    """Ground truth at the 256^3 candidates of every image: (occupied, semantic, instance), each B x K."""
+    image, occ, sem, inst = _stacked_truth(batch)
+    gt_keys = (image << VOXEL_SHIFT) + _voxel_keys(occ, side)
     order = gt_keys.argsort()
-    gt_keys = gt_keys[order]
-    cand = _keys(out3d.fine_index[i], side)
-    pos = torch.searchsorted(gt_keys, cand).clamp(max=max(len(gt_keys) - 1, 0))
-    found = (gt_keys[pos] == cand) if len(gt_keys) else torch.zeros_like(cand, dtype=torch.bool)
-    sem = torch.where(found, batch.semantic3d[i][order][pos], 0) if len(gt_keys) else torch.zeros_like(cand)
-    inst = torch.where(found, batch.instance3d[i][order][pos], 0) if len(gt_keys) else torch.zeros_like(cand)
-    return found & out3d.fine_valid[i], sem, inst
+    gt_keys, sem, inst = gt_keys[order], sem[order], inst[order]
+    b = out3d.fine_index.shape[0]
+    cand = (torch.arange(b, device=gt_keys.device)[:, None] << VOXEL_SHIFT) + _voxel_keys(out3d.fine_index, side)
+    if len(gt_keys) == 0:
+        zero = torch.zeros_like(cand)
+        return torch.zeros_like(cand, dtype=torch.bool), zero, zero
+    pos = torch.searchsorted(gt_keys, cand).clamp(max=len(gt_keys) - 1)
+    found = (gt_keys[pos] == cand) & out3d.fine_valid
+    return found, torch.where(found, sem[pos], 0), torch.where(found, inst[pos], 0)
 
 
 def _weighted_bce(logits, target, valid, surface_weight):
@@ -112,33 +102,30 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     o = out.out3d
     w64, w128, w256 = f3.completion_weights
     side = f3.grid_dimensions[0]
-    mask64 = o.coarse_logits > -19.0
-    loss64 = _weighted_bce(o.coarse_logits, g64, mask64, f3.surface_weight)
-    mid_gt = torch.stack([g128[i][o.mid_index[i, :, 0], o.mid_index[i, :, 1], o.mid_index[i, :, 2]]
-                          for i in range(len(g128))])
+    loss64 = _weighted_bce(o.coarse_logits, g64, o.coarse_logits > -19.0, f3.surface_weight)
+    rows = torch.arange(len(g128), device=g128.device)[:, None]
+    mid_gt = g128[rows, o.mid_index[..., 0], o.mid_index[..., 1], o.mid_index[..., 2]]
     # candidates at 128 and 256 are children of (mostly) occupied voxels, already balanced: no extra weight
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
-    occ_terms, sem_terms, inst_terms = [], [], []
-    for i in range(len(batch.occupied)):
-        occ, sem, inst = fine_truth(o, batch, side, i)
-        occ_terms.append(_weighted_bce(o.fine_logits[i], occ, o.fine_valid[i], 0.0))
-        if occ.any():
-            sem_terms.append(F.cross_entropy(o.semantic_logits[i][occ].float(), sem[occ]))
-        seg = matches.segments[i]
-        if len(matches.queries[i]) and occ.any():
-            # voxel segment key as in gt_segments: class * 65536 + instance (0 for stuff)
-            thing = (sem >= 1) & (sem <= 9)
-            vkey = sem * 65536 + torch.where(thing, inst, 0)
-            keys = torch.tensor([c * 65536 + k for c, k in seg.keys], device=sem.device)[matches.targets[i]]
-            order = keys.argsort()
-            keys, qidx = keys[order], matches.queries[i][order]
-            pos = torch.searchsorted(keys, vkey).clamp(max=len(keys) - 1)
-            hit = occ & (keys[pos] == vkey)
-            if hit.any():
-                inst_terms.append(F.cross_entropy(o.query_logits[i][hit].float(), qidx[pos[hit]]))
-    mean = lambda xs: torch.stack(xs).mean() if xs else o.fine_logits.sum() * 0  # noqa: E731
-    return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * mean(occ_terms),
-            "sem3d": f3.panoptic_weight * mean(sem_terms), "inst3d": f3.panoptic_weight * mean(inst_terms)}
+    occ, sem, inst = fine_truth(o, batch, side)
+    loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
+    zero = o.fine_logits.sum() * 0
+    sem_loss = F.cross_entropy(o.semantic_logits[occ].float(), sem[occ]) if occ.any() else zero
+    inst_loss = zero
+    if len(matches.query) and occ.any():
+        # each occupied voxel's segment -> the query matched to that segment in its image
+        seg = matches.segments
+        table = (matches.image << IMAGE_SHIFT) + seg.keys[matches.segment]
+        order = table.argsort()
+        table, query = table[order], matches.query[order]
+        image = torch.arange(occ.shape[0], device=occ.device)[:, None].expand_as(occ)
+        vkey = (image << IMAGE_SHIFT) + segment_key(sem, inst)
+        pos = torch.searchsorted(table, vkey).clamp(max=len(table) - 1)
+        hit = occ & (table[pos] == vkey)
+        if hit.any():
+            inst_loss = F.cross_entropy(o.query_logits[hit].float(), query[pos[hit]])
+    return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
+            "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
 
 def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
