@@ -53,7 +53,9 @@ class PanopticReconstruction(nn.Module):
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
                 pick = torch.rand(depth.shape[0], 1, 1, device=depth.device) < gt_depth_ratio
                 depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
-            out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed, forced64, forced128)
+            # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
+            # they would otherwise drown the 2D losses in the shared query embeddings
+            out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed.detach(), forced64, forced128)
         return ModelOutput(out2d, out3d)
 
     # staged initialisation: the 2D stage is backbone + head2d, the 3D stage is stage3d
