@@ -44,7 +44,9 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
         node = spec
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {}) if isinstance(node.get(part), dict) or part not in node else node[part]
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"{key}: {part} is not a section in the spec file")
         node[parts[-1]] = value
     return spec
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import optuna
-import pytest
 from conftest import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from tao_skill_bank.automl import SearchSpace, evaluate_condition

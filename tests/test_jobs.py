@@ -6,7 +6,6 @@ import signal
 import sys
 import time
 
-import pytest
 
 from tao_skill_bank.backends.docker_backend import host_python_options
 from tao_skill_bank.jobs import CANCELLED, DONE, FAILED, RUNNING, JobStore, cancel_job, create_job, wait

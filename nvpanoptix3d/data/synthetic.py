@@ -1,7 +1,6 @@
 """Synthetic frames generated on the fly (training reads them faster than they could be stored)."""
 from __future__ import annotations
 
-import torch
 from torch.utils.data import Dataset
 
 from ..config import DatasetConfig

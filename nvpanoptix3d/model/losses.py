@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..config import ExperimentConfig
 from ..data.sample import Batch
-from .matching import CLASS_STRIDE, IMAGE_SHIFT, Matches, gt_segments, hungarian_match, segment_key
+from .matching import IMAGE_SHIFT, Matches, gt_segments, hungarian_match, segment_key
 from .network import ModelOutput
 
 VOXEL_SHIFT = 24  # 256^3 voxel keys fit in 24 bits; the image index goes above
