@@ -120,3 +120,14 @@ def test_batched_and_part_by_part_ground_truth_are_identical():
         a, b = one_by_one(scene, pose), batched(scene, pose)
         assert torch.equal(a.distance, b.distance) and torch.equal(a.semantic, b.semantic)
         assert torch.equal(a.instance, b.instance) and (a.semantic > 0).sum() > 1000
+
+
+def test_batched_and_part_by_part_rendering_are_identical():
+    from nvpanoptix3d.synth.render import cast
+    for seed in range(4):
+        scene = sample_scene(np.random.default_rng([3, seed]))
+        pose = sample_camera(np.random.default_rng([3, seed, 1]), scene)
+        one, many = cast(scene, pose, Intrinsics.front3d(), batched=False), cast(scene, pose, Intrinsics.front3d(),
+                                                                                 batched=True)
+        assert all(torch.equal(a, b) for a, b in zip(one, many))
+        assert (one[3] >= 0).any()  # some pixels see furniture

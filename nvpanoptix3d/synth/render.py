@@ -24,11 +24,6 @@ class RenderedFrame:
     instance: torch.Tensor   # H x W int64
 
 
-def _rot_z(yaw: float, device) -> torch.Tensor:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], device=device)
-
-
 def part_corners(part) -> np.ndarray:
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
     c, s = math.cos(part.yaw), math.sin(part.yaw)
@@ -52,8 +47,29 @@ def _screen_rect(corners_cam: np.ndarray, k: Intrinsics) -> tuple[int, int, int,
     return v0, v1, u0, u1
 
 
-def cast(scene: Scene, pose: np.ndarray, k: Intrinsics, device="cpu"):
-    """Nearest hit per pixel: depth, label, instance, part index (-1 room), world point, world normal."""
+def _to_part(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """World vectors into a part's frame (rotation by -yaw about z); cos / sin broadcast against v[..., 0]."""
+    return torch.stack([cos * v[..., 0] + sin * v[..., 1], -sin * v[..., 0] + cos * v[..., 1], v[..., 2]], -1)
+
+
+def _slab(d_local: torch.Tensor, o_local: torch.Tensor, half: torch.Tensor):
+    """Ray / box entry: (t_near, t_far, entry axis) for rays from o_local along d_local."""
+    inv = 1.0 / torch.where(d_local.abs() < 1e-9, torch.full_like(d_local, 1e-9), d_local)
+    t1, t2 = (-half - o_local) * inv, (half - o_local) * inv
+    t_near, near_axis = torch.minimum(t1, t2).max(dim=-1)
+    return t_near, torch.maximum(t1, t2).min(dim=-1).values, near_axis
+
+
+def _entry_normal(d_local, near_axis, cos, sin) -> torch.Tensor:
+    """World normal of the face a ray enters through."""
+    sign = -torch.sign(torch.gather(d_local, -1, near_axis[..., None]))
+    n = torch.nn.functional.one_hot(near_axis, 3).float() * sign
+    return torch.stack([cos * n[..., 0] - sin * n[..., 1], sin * n[..., 0] + cos * n[..., 1], n[..., 2]], -1)
+
+
+def cast(scene: Scene, pose: np.ndarray, k: Intrinsics, device="cpu", batched: bool | None = None):
+    """Nearest hit per pixel: depth, label, instance, part index (-1 room), world point, world normal.
+    Parts go one by one on the CPU and all at once on a GPU (few kernel launches); both give the same result."""
     rot = torch.tensor(pose[:3, :3], dtype=torch.float32, device=device)
     eye = torch.tensor(pose[:3, 3], dtype=torch.float32, device=device)
     dirs = k.pixel_rays(device) @ rot.T                      # H x W x 3, camera z = 1
@@ -63,43 +79,82 @@ def cast(scene: Scene, pose: np.ndarray, k: Intrinsics, device="cpu"):
     t_face = torch.where(dirs > 0, (size - eye) * inv, (0 - eye) * inv)
     t_best, axis = t_face.min(dim=-1)
     positive = torch.gather(dirs, -1, axis[..., None])[..., 0] > 0
-    label = torch.full_like(axis, WALL)
-    label = torch.where((axis == 2) & ~positive, torch.full_like(axis, FLOOR), label)
-    label = torch.where((axis == 2) & positive, torch.full_like(axis, CEILING), label)
-    instance = torch.zeros_like(axis)
-    part_index = torch.full_like(axis, -1)
+    room_label = torch.full_like(axis, WALL)
+    room_label = torch.where((axis == 2) & ~positive, torch.full_like(axis, FLOOR), room_label)
+    room_label = torch.where((axis == 2) & positive, torch.full_like(axis, CEILING), room_label)
     normal = -torch.nn.functional.one_hot(axis, 3).float() * torch.where(positive, 1.0, -1.0)[..., None]
-    world_to_cam = np.linalg.inv(pose)
-    for index, part in enumerate(scene.parts):
-        corners_cam = part_corners(part) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-        rect = _screen_rect(corners_cam, k)
+    part_index = torch.full_like(axis, -1)
+    if scene.parts:
+        batched = torch.device(device).type == "cuda" if batched is None else batched
+        rects = [_screen_rect(part_corners(p) @ np.linalg.inv(pose)[:3, :3].T + np.linalg.inv(pose)[:3, 3], k)
+                 for p in scene.parts]
+        step = _cast_parts_batched if batched else _cast_parts_one_by_one
+        step(scene, rects, dirs, eye, t_best, part_index, normal)
+    labels = torch.tensor([p.label for p in scene.parts] + [0], device=device)
+    instances = torch.tensor([p.instance for p in scene.parts] + [0], device=device)
+    is_part = part_index >= 0
+    label = torch.where(is_part, labels[part_index], room_label)
+    instance = torch.where(is_part, instances[part_index], 0)
+    points = eye + dirs * t_best[..., None]
+    return t_best, label, instance, part_index, points, normal
+
+
+def _part_tables(scene: Scene, eye: torch.Tensor):
+    dev = eye.device
+    cos = torch.tensor([math.cos(p.yaw) for p in scene.parts], dtype=torch.float32, device=dev)
+    sin = torch.tensor([math.sin(p.yaw) for p in scene.parts], dtype=torch.float32, device=dev)
+    center = torch.tensor(np.array([p.center for p in scene.parts]), dtype=torch.float32, device=dev)
+    half = torch.tensor(np.array([p.half for p in scene.parts]), dtype=torch.float32, device=dev)
+    return cos, sin, _to_part(eye - center, cos, sin), half
+
+
+def _cast_parts_one_by_one(scene, rects, dirs, eye, t_best, part_index, normal) -> None:
+    cos, sin, origin, half = _part_tables(scene, eye)
+    for index, rect in enumerate(rects):
         if rect is None:
             continue
         v0, v1, u0, u1 = rect
-        r_inv = _rot_z(-part.yaw, device)
-        center = torch.tensor(part.center, dtype=torch.float32, device=device)
-        half = torch.tensor(part.half, dtype=torch.float32, device=device)
-        d_local = dirs[v0:v1, u0:u1] @ r_inv.T
-        o_local = (eye - center) @ r_inv.T
-        inv_l = 1.0 / torch.where(d_local.abs() < 1e-9, torch.full_like(d_local, 1e-9), d_local)
-        t1, t2 = (-half - o_local) * inv_l, (half - o_local) * inv_l
-        t_near_axes = torch.minimum(t1, t2)
-        t_near, near_axis = t_near_axes.max(dim=-1)
-        t_far = torch.maximum(t1, t2).min(dim=-1).values
-        window_best = t_best[v0:v1, u0:u1]
-        hit = (t_near <= t_far) & (t_near > 1e-4) & (t_near < window_best)
-        if not bool(hit.any()):
-            continue
-        t_best[v0:v1, u0:u1] = torch.where(hit, t_near, window_best)
-        label[v0:v1, u0:u1] = torch.where(hit, part.label, label[v0:v1, u0:u1])
-        instance[v0:v1, u0:u1] = torch.where(hit, part.instance, instance[v0:v1, u0:u1])
+        d_local = _to_part(dirs[v0:v1, u0:u1], cos[index], sin[index])
+        t_near, t_far, near_axis = _slab(d_local, origin[index], half[index])
+        window = t_best[v0:v1, u0:u1]
+        hit = (t_near <= t_far) & (t_near > 1e-4) & (t_near < window)
+        t_best[v0:v1, u0:u1] = torch.where(hit, t_near, window)
         part_index[v0:v1, u0:u1] = torch.where(hit, index, part_index[v0:v1, u0:u1])
-        sign = -torch.sign(torch.gather(d_local, -1, near_axis[..., None]))
-        n_local = torch.nn.functional.one_hot(near_axis, 3).float() * sign
-        n_world = n_local @ r_inv  # inverse rotation back to world
+        n_world = _entry_normal(d_local, near_axis, cos[index], sin[index])
         normal[v0:v1, u0:u1] = torch.where(hit[..., None], n_world, normal[v0:v1, u0:u1])
-    points = eye + dirs * t_best[..., None]
-    return t_best, label, instance, part_index, points, normal
+
+
+def _cast_parts_batched(scene, rects, dirs, eye, t_best, part_index, normal) -> None:
+    """Every (part, pixel of its screen rectangle) pair at once, reduced per pixel; ties go to the room, then
+    to the first part, as one part after another would."""
+    dev = dirs.device
+    cos, sin, origin, half = _part_tables(scene, eye)
+    kept = [(i, r) for i, r in enumerate(rects) if r is not None]
+    if not kept:
+        return
+    ids = torch.tensor([i for i, _ in kept], device=dev)
+    box = torch.tensor([r for _, r in kept], device=dev)                       # v0 v1 u0 u1
+    height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
+    counts = height * width
+    which = torch.repeat_interleave(torch.arange(len(kept), device=dev), counts)
+    local = torch.arange(len(which), device=dev) - (torch.cumsum(counts, 0) - counts)[which]
+    v = box[which, 0] + local // width[which]
+    u = box[which, 2] + local % width[which]
+    part = ids[which]
+    c, s = cos[part], sin[part]
+    d_local = _to_part(dirs[v, u], c, s)
+    t_near, t_far, near_axis = _slab(d_local, origin[part], half[part])
+    pixel = v * dirs.shape[1] + u
+    room_t = t_best.reshape(-1)
+    hit = (t_near <= t_far) & (t_near > 1e-4) & (t_near < room_t[pixel])
+    best = room_t.scatter_reduce(0, pixel[hit], t_near[hit], reduce="amin")
+    wins = hit & (t_near == best[pixel])
+    n_parts = len(scene.parts)
+    first = torch.full_like(room_t, n_parts, dtype=torch.long).scatter_reduce(0, pixel[wins], part[wins], reduce="amin")
+    chosen = wins & (part == first[pixel])
+    t_best.view(-1)[:] = best
+    part_index.view(-1)[pixel[chosen]] = part[chosen]
+    normal.view(-1, 3)[pixel[chosen]] = _entry_normal(d_local[chosen], near_axis[chosen], c[chosen], s[chosen])
 
 
 def _texture(kind: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
