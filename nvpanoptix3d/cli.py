@@ -83,10 +83,15 @@ def synth_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-scenes", type=int)
     p.add_argument("--test-scenes", type=int)
-    p.add_argument("--layout", default="front3d", choices=["front3d"])
+    p.add_argument("--layout", default="front3d", choices=["front3d", "multiview"],
+                   help="front3d: single views with 3D ground truth; multiview: nerfstudio walk-throughs")
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
-    out = write_dataset(a.out, a.scenes, a.frames, a.seed, a.val_scenes, a.test_scenes, a.workers)
+    if a.layout == "multiview":
+        from .synth.multiview import write_multiview
+        out = write_multiview(a.out, a.scenes, a.frames, a.seed)
+    else:
+        out = write_dataset(a.out, a.scenes, a.frames, a.seed, a.val_scenes, a.test_scenes, a.workers)
     print(f"wrote {out}")
     return 0
 

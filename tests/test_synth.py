@@ -131,3 +131,26 @@ def test_batched_and_part_by_part_rendering_are_identical():
                                                                                  batched=True)
         assert all(torch.equal(a, b) for a, b in zip(one, many))
         assert (one[3] >= 0).any()  # some pixels see furniture
+
+
+def test_multiview_walk_through_in_nerfstudio_layout(tmp_path):
+    from nvpanoptix3d.cli import main
+    from nvpanoptix3d.synth.generate import make_scene
+    from nvpanoptix3d.synth.scene import _footprint
+    assert main(["synth", str(tmp_path), "--layout", "multiview", "--scenes", "1", "--frames", "6", "--seed", "5"]) == 0
+    (scene_dir,) = list(tmp_path.iterdir())
+    transforms = json.loads((scene_dir / "transforms.json").read_text())
+    frames = transforms["frames"]
+    assert len(frames) == 6 and transforms["fl_x"] == pytest.approx(277.1281435)
+    eyes = np.array([np.array(f["transform_matrix"])[:3, 3] for f in frames])
+    assert (np.linalg.norm(np.diff(eyes, axis=0), axis=1) < 0.5).all()          # a walk, not jumps
+    scene = make_scene(5, 0)
+    for f, eye in zip(frames, eyes):
+        c2w = np.array(f["transform_matrix"])
+        assert c2w[2, 1] > 0  # OpenGL: the camera's y axis points up in the z-up world
+        assert not any(fp[0] < eye[0] < fp[2] and fp[1] < eye[1] < fp[3] for fp in map(_footprint, scene.parts))
+        from PIL import Image
+        depth_mm = np.asarray(Image.open(scene_dir / f["depth_file_path"]))
+        assert depth_mm.shape == (240, 320) and 300 < np.median(depth_mm) < 10000
+        pan = fileio.load_npz(scene_dir / f["panoptic_file_path"])
+        assert pan.shape == (240, 320, 2) and (pan[..., 0] > 0).all()
