@@ -29,7 +29,7 @@ schemas: setup
 
 example-data: setup
 	rm -rf examples/front3d_tiny
-	$(BIN)/nvpanoptix3d synth examples/front3d_tiny --scenes 4 --frames 1 --seed 2026 --val-scenes 1 --test-scenes 1
+	$(BIN)/nvpanoptix3d synth examples/front3d_tiny --scenes 4 --frames 1 --seed 2029 --val-scenes 1 --test-scenes 1
 
 docker-image: setup
 	bash docker/build_host_image.sh

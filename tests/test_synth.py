@@ -103,9 +103,9 @@ def _digest(root):
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
-    one = write_dataset(tmp_path / "one", scenes=4, frames=1, seed=2026, val_scenes=1, test_scenes=1, workers=1,
+    one = write_dataset(tmp_path / "one", scenes=4, frames=1, seed=2029, val_scenes=1, test_scenes=1, workers=1,
                         progress=False)
-    two = write_dataset(tmp_path / "two", scenes=4, frames=1, seed=2026, val_scenes=1, test_scenes=1, workers=2,
+    two = write_dataset(tmp_path / "two", scenes=4, frames=1, seed=2029, val_scenes=1, test_scenes=1, workers=2,
                         progress=False)
     assert _digest(one) == _digest(two) == _digest(EXAMPLE)
 

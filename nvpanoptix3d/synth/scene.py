@@ -171,10 +171,21 @@ FAMILIES = {  # label: (width, depth, height ranges in metres, builder, against 
 
 def sample_scene(rng: np.random.Generator, max_objects: int = 12) -> Scene:
     size = np.array([rng.uniform(*ROOM_SIZE), rng.uniform(*ROOM_SIZE), rng.uniform(*ROOM_HEIGHT)])
+    stuff_colors = {WALL: _random_color(rng) * 0.3 + 0.65, FLOOR: _random_color(rng),
+                    CEILING: np.array([0.92, 0.92, 0.9])}
+    stuff_textures = {WALL: int(rng.integers(0, 2)), FLOOR: int(rng.integers(2, 4)), CEILING: 0}
     parts: list[Part] = []
-    cx, cy = rng.uniform(0.9, size[0] - 0.9), rng.uniform(0.9, size[1] - 0.9)
-    camera_zone = np.array([cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5])
-    footprints: list[np.ndarray] = [camera_zone]
+    footprints: list[np.ndarray] = []
+    if rng.random() < L_SHAPED_SHARE:
+        block = _corner_block(rng, size, stuff_colors[WALL], stuff_textures[WALL])
+        parts.append(block)
+        footprints.append(_footprint(block))
+    while True:  # the camera zone lies in the free part of the floor
+        cx, cy = rng.uniform(0.9, size[0] - 0.9), rng.uniform(0.9, size[1] - 0.9)
+        camera_zone = np.array([cx - 0.5, cy - 0.5, cx + 0.5, cy + 0.5])
+        if not any(_overlap(camera_zone, fp, 0.1) for fp in footprints):
+            break
+    footprints.append(camera_zone)
     instances: dict[int, int] = {}
     target = int(rng.integers(max(3, max_objects // 2), max_objects + 1))
     labels = list(FAMILIES)
@@ -200,13 +211,31 @@ def sample_scene(rng: np.random.Generator, max_objects: int = 12) -> Scene:
         along = rng.uniform(width / 2 + 0.1, max(width / 2 + 0.11, length - width / 2 - 0.1))
         color = np.array([0.75, 0.85, 0.95]) if not is_door else _random_color(rng)
         openings.append(Opening(wall, along, bottom, width, min(height, size[2] - bottom - 0.1), color))
-    stuff_colors = {WALL: _random_color(rng) * 0.3 + 0.65, FLOOR: _random_color(rng),
-                    CEILING: np.array([0.92, 0.92, 0.9])}
-    stuff_textures = {WALL: int(rng.integers(0, 2)), FLOOR: int(rng.integers(2, 4)), CEILING: 0}
     n_lights = int(rng.integers(1, 3))
-    lights = np.stack([np.array([rng.uniform(0.2, 0.8) * size[0], rng.uniform(0.2, 0.8) * size[1],
-                                 size[2] - 0.1]) for _ in range(n_lights)])
+    lights = []
+    while len(lights) < n_lights:  # under the ceiling of the free part of the room
+        light = np.array([rng.uniform(0.2, 0.8) * size[0], rng.uniform(0.2, 0.8) * size[1], size[2] - 0.1])
+        if not (parts and parts[0].label == WALL and _overlap(np.r_[light[:2], light[:2]], footprints[0], 0.2)):
+            lights.append(light)
+    lights = np.stack(lights)
     return Scene(size, parts, openings, stuff_colors, stuff_textures, lights, camera_zone, instances)
+
+
+L_SHAPED_SHARE = 0.4
+
+
+def _corner_block(rng, size, color, texture) -> Part:
+    """A floor-to-ceiling block in one corner turns the rectangle into an L-shaped room. It is wall (stuff, no
+    instance); the ground truth treats its inside as outside the room."""
+    bx, by = rng.uniform(0.3, 0.5) * size[0], rng.uniform(0.3, 0.5) * size[1]
+    corner = int(rng.integers(4))
+    x = bx / 2 if corner in (0, 3) else size[0] - bx / 2
+    y = by / 2 if corner in (0, 1) else size[1] - by / 2
+    return Part(np.array([x, y, size[2] / 2]), np.array([bx / 2, by / 2, size[2] / 2]), 0.0, WALL, 0, color, texture)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    return a[0] < b[2] + margin and b[0] < a[2] + margin and a[1] < b[3] + margin and b[1] < a[3] + margin
 
 
 def _place(rng, label, room, footprints, inst):
@@ -243,11 +272,8 @@ def _place(rng, label, room, footprints, inst):
     fp = np.array([fps[:, 0].min(), fps[:, 1].min(), fps[:, 2].max(), fps[:, 3].max()])
     if fp[0] < 0 or fp[1] < 0 or fp[2] > room[0] or fp[3] > room[1]:
         return None
-    margin = 0.05
-    for other in footprints:  # rotated footprints are bounded by these boxes, so no overlap is possible
-        if fp[0] < other[2] + margin and other[0] < fp[2] + margin and fp[1] < other[3] + margin and \
-                other[1] < fp[3] + margin:
-            return None
+    if any(_overlap(fp, other, 0.05) for other in footprints):  # bounding boxes of rotated footprints
+        return None
     return parts, fp
 
 

@@ -107,8 +107,12 @@ class FrustumVoxelizer:
         label[near] = torch.where(face == 2, FLOOR, torch.where(face == 5, CEILING, WALL))
         instance = torch.zeros_like(label)
         if scene.parts:
-            parts = self._parts_batched if self.batched else self._parts_one_by_one
-            dist, label, instance = parts(scene, pose, dist, label, instance, rot, eye)
+            boxes = self._part_boxes(scene, pose)
+            blocks = [i for i, p in enumerate(scene.parts) if p.label == WALL]  # L-shaped rooms' corner blocks
+            furniture = [i for i, p in enumerate(scene.parts) if p.label != WALL]
+            dist, label, instance = self._parts_one_by_one(scene.parts, blocks, boxes, dist, label, instance, rot, eye)
+            step = self._parts_batched if self.batched else self._parts_one_by_one
+            dist, label, instance = step(scene.parts, furniture, boxes, dist, label, instance, rot, eye)
         occupied = dist < self.iso
         return FrustumTruth(self.index, dist, label * occupied, instance * occupied, g.dims, self.truncation)
 
@@ -123,53 +127,63 @@ class FrustumVoxelizer:
         hi = np.maximum(np.minimum(np.ceil(grid_pts.max(1)).astype(np.int64) + margin, np.array(g.dims)), lo)
         return lo, hi
 
-    def _parts_one_by_one(self, scene: Scene, pose: np.ndarray, dist, label, instance, rot, eye):
-        """Part after part, each on the voxels of its own box: fastest on the CPU (no index arrays)."""
-        dev, vs = self.device, self.grid.voxel_size
-        lo, hi = self._part_boxes(scene, pose)
-        for part, (x0, y0, z0), (x1, y1, z1) in zip(scene.parts, lo.tolist(), hi.tolist()):
+    def _part_distance(self, pos: torch.Tensor, center, half, cos, sin, rot, eye):
+        """Unsigned distance (voxels) from frustum voxels `pos` to oriented boxes, and whether they are inside;
+        the box parameters are per voxel or shared."""
+        rel = self.points_cam[pos] @ rot + eye - center
+        local = torch.stack([cos * rel[:, 0] + sin * rel[:, 1], -sin * rel[:, 0] + cos * rel[:, 1], rel[:, 2]], -1)
+        q = local.abs() - half
+        inside = (q < 0).all(-1)
+        d = torch.where(inside, -q.max(-1).values, q.clamp(min=0).norm(dim=-1)) / self.grid.voxel_size
+        return d, inside
+
+    def _parts_one_by_one(self, parts, which, boxes, dist, label, instance, rot, eye):
+        """Part after part, each on the voxels of its own box: fastest on the CPU (no index arrays). A corner
+        block of an L-shaped room also takes every voxel inside it: that space is outside the room."""
+        dev = self.device
+        lo, hi = boxes
+        for i in which:
+            part = parts[i]
+            (x0, y0, z0), (x1, y1, z1) = lo[i].tolist(), hi[i].tolist()
             pos = self.lookup[x0:x1, y0:y1, z0:z1].reshape(-1)
             pos = pos[pos >= 0]
             if pos.numel() == 0:
                 continue
-            rel = self.points_cam[pos] @ rot + eye - torch.tensor(part.center, dtype=torch.float32, device=dev)
-            c, s = math.cos(part.yaw), math.sin(part.yaw)
-            local = torch.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], -1)
-            q = local.abs() - torch.tensor(part.half, dtype=torch.float32, device=dev)
-            d = torch.where((q < 0).all(-1), -q.max(-1).values, q.clamp(min=0).norm(dim=-1)) / vs
-            closer = d < dist[pos]
-            pos = pos[closer]
-            dist[pos] = d[closer]
+            as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)  # noqa: E731
+            d, inside = self._part_distance(pos, as_t(part.center), as_t(part.half), math.cos(part.yaw),
+                                            math.sin(part.yaw), rot, eye)
+            update = d < dist[pos]
+            if part.label == WALL:
+                update |= inside
+            pos = pos[update]
+            dist[pos] = d[update]
             label[pos] = part.label
             instance[pos] = part.instance
         return dist, label, instance
 
-    def _parts_batched(self, scene: Scene, pose: np.ndarray, dist, label, instance, rot, eye):
-        """Every furniture part at once: the voxels of all parts' boxes (expanded by the truncation) are
-        concatenated, distances taken in one pass and reduced per voxel (a few kernels per frame, whatever the
-        number of parts: what the GPU needs). Ties go to the room, then to the first part, as one part after
-        another would."""
-        parts = scene.parts
-        dev, vs = self.device, self.grid.voxel_size
-        lo, hi = self._part_boxes(scene, pose)
-        size = hi - lo
+    def _parts_batched(self, parts, which, boxes, dist, label, instance, rot, eye):
+        """Every part at once: the voxels of all parts' boxes (expanded by the truncation) are concatenated,
+        distances taken in one pass and reduced per voxel (a few kernels per frame, whatever the number of
+        parts: what the GPU needs). Ties go to what came before, then to the first part, as part after part."""
+        if not which:
+            return dist, label, instance
+        dev = self.device
+        lo, hi = boxes
+        chosen = torch.tensor(which, device=dev)
+        lo, size = lo[which], hi[which] - lo[which]
         counts = torch.from_numpy(size.prod(1)).to(dev)
-        part_id = torch.repeat_interleave(torch.arange(len(parts), device=dev), counts)
-        local = torch.arange(len(part_id), device=dev) - (torch.cumsum(counts, 0) - counts)[part_id]
-        size_t, lo_t = torch.from_numpy(size).to(dev)[part_id], torch.from_numpy(lo).to(dev)[part_id]
+        slot = torch.repeat_interleave(torch.arange(len(which), device=dev), counts)
+        local = torch.arange(len(slot), device=dev) - (torch.cumsum(counts, 0) - counts)[slot]
+        size_t, lo_t = torch.from_numpy(size).to(dev)[slot], torch.from_numpy(lo).to(dev)[slot]
         step = local // size_t[:, 2]
         index = lo_t + torch.stack([step // size_t[:, 1], step % size_t[:, 1], local % size_t[:, 2]], -1)
         pos = self.lookup[index[:, 0], index[:, 1], index[:, 2]]
         inside = pos >= 0
-        pos, part_id = pos[inside], part_id[inside]
+        pos, part_id = pos[inside], chosen[slot[inside]]
         table = lambda values, dtype=torch.float32: torch.tensor(np.array(values), dtype=dtype, device=dev)  # noqa
         center, half = table([p.center for p in parts]), table([p.half for p in parts])
         cos, sin = table([math.cos(p.yaw) for p in parts]), table([math.sin(p.yaw) for p in parts])
-        rel = self.points_cam[pos] @ rot + eye - center[part_id]
-        c, s = cos[part_id], sin[part_id]
-        local_pts = torch.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], -1)
-        q = local_pts.abs() - half[part_id]
-        d = torch.where((q < 0).all(-1), -q.max(-1).values, q.clamp(min=0).norm(dim=-1)) / vs
+        d, _ = self._part_distance(pos, center[part_id], half[part_id], cos[part_id], sin[part_id], rot, eye)
         best = dist.scatter_reduce(0, pos, d, reduce="amin")
         wins = (d == best[pos]) & (d < dist[pos])
         first = torch.full_like(label, len(parts)).scatter_reduce(0, pos[wins], part_id[wins], reduce="amin")
