@@ -83,15 +83,17 @@ def synth_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-scenes", type=int)
     p.add_argument("--test-scenes", type=int)
-    p.add_argument("--layout", default="front3d", choices=["front3d", "multiview"],
-                   help="front3d: single views with 3D ground truth; multiview: nerfstudio walk-throughs")
+    p.add_argument("--layout", default="front3d", choices=["front3d", "matterport", "multiview"],
+                   help="front3d / matterport: single views with 3D ground truth in that data set's naming; "
+                        "multiview: nerfstudio walk-throughs")
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
     if a.layout == "multiview":
         from .synth.multiview import write_multiview
         out = write_multiview(a.out, a.scenes, a.frames, a.seed)
     else:
-        out = write_dataset(a.out, a.scenes, a.frames, a.seed, a.val_scenes, a.test_scenes, a.workers)
+        out = write_dataset(a.out, a.scenes, a.frames, a.seed, a.val_scenes, a.test_scenes, a.workers,
+                            layout=a.layout)
     print(f"wrote {out}")
     return 0
 

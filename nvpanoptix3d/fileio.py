@@ -48,6 +48,17 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
     write_bytes(Path(path), buf.getvalue())
 
 
+def save_jpg(path: str | Path, image: np.ndarray, quality: int = 95) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    write_bytes(Path(path), buf.getvalue())
+
+
+def load_uint16(path: str | Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.uint16)
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))

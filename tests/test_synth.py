@@ -154,3 +154,27 @@ def test_multiview_walk_through_in_nerfstudio_layout(tmp_path):
         assert depth_mm.shape == (240, 320) and 300 < np.median(depth_mm) < 10000
         pan = fileio.load_npz(scene_dir / f["panoptic_file_path"])
         assert pan.shape == (240, 320, 2) and (pan[..., 0] > 0).all()
+
+
+def test_matterport_layout_written_and_read_back(tmp_path):
+    from nvpanoptix3d.config import DatasetConfig, SplitConfig
+    from nvpanoptix3d.data import get_dataset
+    root = write_dataset(tmp_path / "mp", scenes=3, frames=1, seed=11, val_scenes=1, test_scenes=1, progress=False,
+                         layout="matterport")
+    row = json.loads((root / "meta" / "train.json").read_text())[0]
+    name, angle, rot = row["image_id"].split("_")
+    folder = root / "data" / row["scene_id"]
+    for file in (f"{name}_i{angle}_{rot}.jpg", f"{name}_d{angle}_{rot}.png", f"{name}_segmap{angle}_{rot}.mapped.npz",
+                 f"{name}_geometry{angle}_{rot}.npz", f"{name}_segmentation{angle}_{rot}.mapped.npz",
+                 f"{name}_weighting{angle}_{rot}.npz"):
+        assert (folder / file).is_file(), file
+    assert (row["width"], row["height"]) == (640, 480)
+    meta = root / "meta"
+    split = SplitConfig(json_path=str(meta / "train.json"), base_dir=str(root / "data"))
+    cfg = DatasetConfig(name="matterport", downsample_factor=2, label_map=str(meta / "colormap.json"),
+                        frustum_mask_path=str(meta / "frustum_mask.npz"), train=split)
+    sample = get_dataset(cfg, "train")[0]
+    assert sample.image.shape == (3, 240, 320) and sample.semantic2d.shape == (240, 320)
+    valid = sample.depth > 0
+    assert valid.float().mean() > 0.9 and 0.4 <= float(sample.depth[valid].min())
+    assert sample.occupied is not None and len(sample.occupied) > 1000

@@ -5,13 +5,9 @@ from pathlib import Path
 
 from ..config import DatasetConfig, SpecError
 from ..labels import default_categories, read_colormap
-from .front3d import Front3DDataset
+from .front3d import Front3DDataset, MatterportDataset
 from .sample import Batch, FrameSample, collate  # noqa: F401
 from .synthetic import SyntheticDataset
-
-
-class MatterportDataset(Front3DDataset):
-    """Matterport3D frames in NVPanoptix3D's layout: the same files at twice the resolution (downsample 2)."""
 
 
 _REGISTRY = {"front3d": Front3DDataset, "matterport": MatterportDataset}

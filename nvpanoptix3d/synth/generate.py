@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import fileio
+from ..layouts import FRONT3D, LAYOUTS, Layout
 from ..geometry import Intrinsics, front3d_grid
 from ..labels import write_colormap
 from .render import RenderedFrame, shade
@@ -42,45 +44,56 @@ def make_scene(seed: int, index: int) -> Scene:
     return sample_scene(np.random.default_rng([seed, index]))
 
 
+def image_id(seed: int, index: int, frame: int, layout: Layout = FRONT3D) -> str:
+    if layout.name == "matterport":  # <name>_<angle>_<rot> as Matterport's camera / yaw indices
+        name = hashlib.sha256(f"{seed}-{index}-{frame}".encode()).hexdigest()[:16]
+        return f"{name}_{frame % 3}_{frame // 3 % 6}"
+    return f"{frame:04d}"
+
+
 def generate_frame(seed: int, index: int, frame: int, voxelizer: FrustumVoxelizer, scene: Scene | None = None,
-                   noise: bool = True) -> SynthFrame:
-    """Frame `frame` of scene `index`: the same on any worker and device for the same seed."""
+                   noise: bool = True, layout: Layout = FRONT3D) -> SynthFrame:
+    """Frame `frame` of scene `index`: the same on any worker and device for the same seed. The image is
+    rendered at the layout's stored size (Matterport: twice 320 x 240); the frustum grid is the same."""
     scene = scene or make_scene(seed, index)
     rng = np.random.default_rng([seed, index, frame + 1])
     pose = sample_camera(rng, scene)
     k = voxelizer.grid.intrinsics
+    k = k.scaled(k.width * layout.downsample, k.height * layout.downsample)
     image = shade(scene, pose, k, rng, voxelizer.device, noise=noise)
-    return SynthFrame(scene_id(seed, index), f"{frame:04d}", pose, image, voxelizer(scene, pose))
+    return SynthFrame(scene_id(seed, index), image_id(seed, index, frame, layout), pose, image,
+                      voxelizer(scene, pose))
 
 
-def write_frame(out: Path, f: SynthFrame) -> None:
-    d = out / "data" / f.scene_id
-    fileio.save_png(d / f"rgb_{f.image_id}.png", f.image.rgb.cpu().numpy())
-    fileio.save_exr(d / f"depth_{f.image_id}.exr", f.image.depth.cpu().numpy())
+def write_frame(out: Path, f: SynthFrame, layout: Layout = FRONT3D) -> None:
+    path = lambda kind: layout.path(out / "data", f.scene_id, f.image_id, kind)  # noqa: E731
+    rgb = f.image.rgb.cpu().numpy()
+    fileio.save_jpg(path("rgb"), rgb) if layout.rgb.endswith(".jpg") else fileio.save_png(path("rgb"), rgb)
+    layout.write_depth(path("depth"), f.image.depth.cpu().numpy())
     seg2d = torch.stack([f.image.semantic, f.image.instance], -1).cpu().numpy().astype(np.uint16)
-    fileio.save_npz(d / f"segmap_{f.image_id}.mapped.npz", data=seg2d)
+    fileio.save_npz(path("segmap"), data=seg2d)
     dist, sem, inst, weight = (t.cpu().numpy() for t in f.truth.dense())
     dist = (np.round(dist / DISTANCE_QUANTUM) * DISTANCE_QUANTUM).astype(np.float32)
-    fileio.save_npz(d / f"geometry_{f.image_id}.npz", data=dist)
-    fileio.save_npz(d / f"segmentation_{f.image_id}.mapped.npz", data=np.stack([sem, inst], -1).astype(np.uint16))
-    fileio.save_npz(d / f"weighting_{f.image_id}.npz", data=weight.astype(np.float32))
-    camera = {"pose_camera_to_world": f.pose.tolist(), "intrinsics": Intrinsics.front3d().matrix4().tolist(),
-              "convention": "opencv"}
-    fileio.write_bytes(d / f"camera_{f.image_id}.json", (json.dumps(camera, indent=1) + "\n").encode())
+    fileio.save_npz(path("geometry"), data=dist)
+    fileio.save_npz(path("segmentation"), data=np.stack([sem, inst], -1).astype(np.uint16))
+    fileio.save_npz(path("weighting"), data=weight.astype(np.float32))
+    k = Intrinsics.front3d()
+    k = k.scaled(k.width * layout.downsample, k.height * layout.downsample)
+    camera = {"pose_camera_to_world": f.pose.tolist(), "intrinsics": k.matrix4().tolist(), "convention": "opencv"}
+    fileio.write_bytes(path("rgb").with_name(f"camera_{f.image_id}.json"), (json.dumps(camera, indent=1) + "\n").encode())
 
 
 _worker_voxelizer: FrustumVoxelizer | None = None
 
 
-def _work(job: tuple[str, int, int, int]) -> tuple[str, str, str]:
+def _work(job: tuple[str, int, int, int, str]) -> None:
     global _worker_voxelizer
-    out, seed, index, frame = job
+    out, seed, index, frame, layout_name = job
+    layout = LAYOUTS[layout_name]
     torch.set_num_threads(1)
-    if _worker_voxelizer is None:
-        _worker_voxelizer = FrustumVoxelizer(front3d_grid())
-    f = generate_frame(seed, index, frame, _worker_voxelizer)
-    write_frame(Path(out), f)
-    return f.scene_id, f.image_id, ""
+    if _worker_voxelizer is None or _worker_voxelizer.iso != layout.iso:
+        _worker_voxelizer = FrustumVoxelizer(front3d_grid(), iso=layout.iso)
+    write_frame(Path(out), generate_frame(seed, index, frame, _worker_voxelizer, layout=layout), layout)
 
 
 def split_of(index: int, scenes: int, val_scenes: int, test_scenes: int) -> str:
@@ -92,14 +105,15 @@ def split_of(index: int, scenes: int, val_scenes: int, test_scenes: int) -> str:
 
 
 def write_dataset(out: str | Path, scenes: int, frames: int, seed: int = 0, val_scenes: int | None = None,
-                  test_scenes: int | None = None, workers: int = 1, progress: bool = True) -> Path:
+                  test_scenes: int | None = None, workers: int = 1, progress: bool = True,
+                  layout: str = "front3d") -> Path:
     out = Path(out)
     val_scenes = max(1, scenes // 10) if val_scenes is None else val_scenes
     test_scenes = max(1, scenes // 10) if test_scenes is None else test_scenes
     if scenes - val_scenes - test_scenes < 0:
         raise ValueError(f"--scenes {scenes} is fewer than --val-scenes + --test-scenes")
     (out / "meta").mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), seed, s, f) for s in range(scenes) for f in range(frames)]
+    jobs = [(str(out), seed, s, f, layout) for s in range(scenes) for f in range(frames)]
     from tqdm import tqdm
     bar = tqdm(total=len(jobs), desc="synth", unit="frame", disable=not progress)
     if workers > 1:
@@ -112,15 +126,17 @@ def write_dataset(out: str | Path, scenes: int, frames: int, seed: int = 0, val_
             bar.update()
     bar.close()
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    for _, s_seed, s, f in jobs:
+    size = LAYOUTS[layout].downsample
+    for _, s_seed, s, f, _ in jobs:
         splits[split_of(s, scenes, val_scenes, test_scenes)].append(
-            {"scene_id": scene_id(s_seed, s), "image_id": f"{f:04d}", "height": 240, "width": 320})
+            {"scene_id": scene_id(s_seed, s), "image_id": image_id(s_seed, s, f, LAYOUTS[layout]),
+             "height": 240 * size, "width": 320 * size})
     for name, rows in splits.items():
         fileio.write_bytes(out / "meta" / f"{name}.json", (json.dumps(rows, indent=1) + "\n").encode())
     grid = front3d_grid()
     fileio.save_npz(out / "meta" / "frustum_mask.npz", mask=grid.frustum_mask().numpy())
     write_colormap(out / "meta" / "colormap.json")
-    test_images = [(f"{r['scene_id']}_{r['image_id']}.png", out / "data" / r["scene_id"] / f"rgb_{r['image_id']}.png")
-                   for r in splits["test"]]
+    test_images = [(f"{r['scene_id']}_{r['image_id']}{LAYOUTS[layout].rgb[-4:]}",
+                    LAYOUTS[layout].path(out / "data", r["scene_id"], r["image_id"], "rgb")) for r in splits["test"]]
     fileio.write_tar_gz(out / "images.tar.gz", test_images)
     return out
