@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -59,7 +60,6 @@ class JobStore:
         self.url = root if root.startswith("s3://") else None
         if self.url:
             from .data_sources import cache_dir
-            import hashlib
             self.root = cache_dir() / "jobs" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
         else:
             self.root = Path(root)

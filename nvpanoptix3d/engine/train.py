@@ -42,6 +42,7 @@ class StatusCallback(L.Callback):
         self.ckpt_dir = Path(cfg.results_dir) / "checkpoints"
         self.epoch_start = time.time()
         self.images = 0
+        self.saved_step = -1
 
     def on_train_epoch_start(self, trainer, module):
         self.epoch_start, self.images = time.time(), 0
@@ -69,11 +70,13 @@ class StatusCallback(L.Callback):
             self.status.write("checkpoint", epoch=epoch, path=str(path.relative_to(self.cfg.results_dir)),
                               kpi=scalar_kpis.get("kpi"))
         _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
+        self.saved_step = trainer.global_step
 
     def on_train_end(self, trainer, module):
         """A run cut by max_time / max_steps mid-epoch still leaves a resumable checkpoint."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
+        if trainer.global_step != self.saved_step:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
 
 
 def _atomic_save(trainer, path: Path) -> None:

@@ -86,7 +86,8 @@ def cast(scene: Scene, pose: np.ndarray, k: Intrinsics, device="cpu", batched: b
     part_index = torch.full_like(axis, -1)
     if scene.parts:
         batched = torch.device(device).type == "cuda" if batched is None else batched
-        rects = [_screen_rect(part_corners(p) @ np.linalg.inv(pose)[:3, :3].T + np.linalg.inv(pose)[:3, 3], k)
+        cam_from_world = np.linalg.inv(pose)
+        rects = [_screen_rect(part_corners(p) @ cam_from_world[:3, :3].T + cam_from_world[:3, 3], k)
                  for p in scene.parts]
         step = _cast_parts_batched if batched else _cast_parts_one_by_one
         step(scene, rects, dirs, eye, t_best, part_index, normal)
