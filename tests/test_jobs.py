@@ -88,3 +88,16 @@ def test_s3_job_store_mirrors_records_logs_and_results(tmp_path, s3_env, monkeyp
     assert other.get(job.job_id).status == DONE and "trained" in other.log_path(job.job_id).read_text()
     from tao_skill_bank.spec_params import parent_checkpoint
     assert parent_checkpoint(other, job.job_id).name == "last.ckpt"
+
+
+def test_sdk_front_door(tmp_path, cache_env):
+    import tao_skill_bank as sdk
+    from conftest import EXAMPLE, SKILL, TINY_OVERRIDES
+    store = sdk.JobStore(tmp_path)
+    overrides = dict(o.split("=", 1) for o in TINY_OVERRIDES)
+    request = sdk.ActionRequest(str(SKILL), "evaluate", sdk.DatasetRoots(eval_dataset=str(EXAMPLE)), overrides,
+                                ptm="none")
+    job = sdk.launch(sdk.prepare(request, store), store)
+    assert sdk.wait(store, job.job_id, 300).status == DONE
+    assert [j.job_id for j in sdk.list_jobs(str(tmp_path))] == [job.job_id]
+    assert sdk.get_job(job.job_id, str(tmp_path)).status == DONE
