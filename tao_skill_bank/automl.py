@@ -25,7 +25,7 @@ from .errors import SkillBankError
 from .jobs import DONE, RUNNING, JobRecord, JobStore, cancel_job, read_status
 from .runner import ActionRequest, launch, prepare
 from .skill import load_skill
-from .spec import get_dotted, set_dotted
+from .spec import get_dotted, schema_node, set_dotted
 
 ALGORITHMS = ("bayesian", "hyperband", "asha")
 
@@ -72,7 +72,7 @@ class SearchSpace:
         keys = [k for k in list(schema.get("automl_default_parameters", [])) + list(extra) if k not in exclude]
         params, conditions = [], []
         for key in dict.fromkeys(keys):
-            node = _node(schema, key)
+            node = schema_node(schema, key)
             if node is None:
                 raise SkillBankError(f"--params {key}: not a key of the train schema")
             dep = tuple(node["depends_on"].split("=", 1)) if "depends_on" in node else None
@@ -96,10 +96,8 @@ class SearchSpace:
                                         depends_on=dep, log=log))
             else:
                 raise SkillBankError(f"{key}: type {node['type']} cannot be searched")
-            if "math_cond" in node:
-                conditions.append(node["math_cond"])
-        for node_key in _all_leaves(schema):
-            node = _node(schema, node_key)
+        for node_key in _all_leaves(schema):  # conditions bind every trial, searched keys or not
+            node = schema_node(schema, node_key)
             if "math_cond" in node and node["math_cond"] not in conditions:
                 conditions.append(node["math_cond"])
         return cls(params, conditions)
@@ -121,15 +119,6 @@ class SearchSpace:
                 trial.set_user_attr("rejected_by", cond)
                 return None
         return values
-
-
-def _node(schema: dict, dotted: str) -> dict | None:
-    node = schema
-    for part in dotted.split("."):
-        node = node.get("properties", {}).get(part)
-        if node is None:
-            return None
-    return node
 
 
 def _all_leaves(schema: dict, prefix: str = ""):

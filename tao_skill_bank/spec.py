@@ -18,7 +18,18 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def schema_node(schema: dict, dotted: str) -> dict | None:
+    """The schema node of a dotted key, or None when the key is not in the schema."""
+    node = schema
+    for part in dotted.split("."):
+        node = node.get("properties", {}).get(part)
+        if node is None:
+            return None
+    return node
+
+
 def _schema_node(schema: dict, dotted: str) -> dict:
+    """Like schema_node, but an unknown key is an error naming the first wrong part and the valid ones."""
     node = schema
     for part in dotted.split("."):
         props = node.get("properties")

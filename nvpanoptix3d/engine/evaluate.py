@@ -1,6 +1,9 @@
 """The evaluate action: 2D PQ / depth and 3D PRQ / RSQ / RRQ, mIoU and occupancy IoU on a split."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from tqdm import tqdm
 
@@ -13,9 +16,6 @@ from .status import StatusWriter
 
 @torch.no_grad()
 def run_evaluate(cfg: ExperimentConfig) -> dict:
-    import json
-    from pathlib import Path
-
     status = StatusWriter(cfg.results_dir)
     module = load_for_action(cfg, cfg.evaluate.checkpoint, "evaluate.checkpoint")
     device = device_for(cfg)
