@@ -19,6 +19,7 @@ class SyntheticDataset(Dataset):
         self.scenes = syn.train_scenes if split_name == "train" else syn.eval_scenes
         self.frames = syn.frames_per_scene
         self.enable_3d = cfg.enable_3d
+        self.device = syn.render_device
         self._voxelizer = None  # built lazily in each worker
 
     def __len__(self) -> int:
@@ -26,14 +27,15 @@ class SyntheticDataset(Dataset):
 
     def __getitem__(self, index: int) -> FrameSample:
         if self._voxelizer is None:
-            self._voxelizer = FrustumVoxelizer(front3d_grid())
+            self._voxelizer = FrustumVoxelizer(front3d_grid(), device=self.device)
         scene_index, frame = divmod(index, self.frames)
         f = generate_frame(self.seed, scene_index, frame, self._voxelizer, make_scene(self.seed, scene_index))
-        sample = FrameSample(f"{f.scene_id}/{f.image_id}", f.image.rgb.permute(2, 0, 1).float() / 255.0,
-                             f.image.depth.clone(), f.image.semantic, f.image.instance)
+        img = f.image
+        sample = FrameSample(f"{f.scene_id}/{f.image_id}", img.rgb.permute(2, 0, 1).float().cpu() / 255.0,
+                             img.depth.cpu().clone(), img.semantic.cpu(), img.instance.cpu())
         sample.depth[(sample.depth < 0.4) | (sample.depth > 6.0)] = 0.0
         if self.enable_3d:
             occupied = f.truth.semantic > 0
-            sample.occupied = f.truth.index[occupied]
-            sample.semantic3d, sample.instance3d = f.truth.semantic[occupied], f.truth.instance[occupied]
+            sample.occupied = f.truth.index[occupied].cpu()
+            sample.semantic3d, sample.instance3d = f.truth.semantic[occupied].cpu(), f.truth.instance[occupied].cpu()
         return sample

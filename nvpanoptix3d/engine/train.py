@@ -104,13 +104,20 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     return kwargs
 
 
+def _worker_context(cfg: ExperimentConfig, workers: int) -> str | None:
+    gpu_workers = cfg.dataset.name == "synthetic" and cfg.dataset.synthetic.render_device == "cuda"
+    return "spawn" if gpu_workers and workers > 0 else None
+
+
 def make_loader(cfg: ExperimentConfig, split: str, train: bool, rank: int = 0, world: int = 1) -> DataLoader:
     dataset = get_dataset(cfg.dataset, split, train)
     split_cfg = getattr(cfg.dataset, split)
     sampler = EpochSeededSampler(len(dataset), cfg.train.seed, rank, world) if train else None
     return DataLoader(dataset, batch_size=split_cfg.batch_size, sampler=sampler, shuffle=False,
                       num_workers=split_cfg.num_workers, collate_fn=collate, drop_last=False,
-                      persistent_workers=split_cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
+                      persistent_workers=split_cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                      # CUDA cannot be re-initialised in a forked worker
+                      multiprocessing_context=_worker_context(cfg, split_cfg.num_workers))
 
 
 def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWriter) -> None:
