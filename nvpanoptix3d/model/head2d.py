@@ -45,6 +45,7 @@ class QueryDecoder(nn.Module):
         super().__init__()
         mf = cfg.mask_former
         d = mf.hidden_dim
+        self.nheads = mf.nheads
         self.queries = nn.Embedding(mf.num_object_queries, d)
         self.query_pos = nn.Embedding(mf.num_object_queries, d)
         self.level_embed = nn.Embedding(3, d)
@@ -62,21 +63,30 @@ class QueryDecoder(nn.Module):
 
     def forward(self, memories: list[torch.Tensor], mask_features: torch.Tensor):
         b = mask_features.shape[0]
-        mem = []
+        mem, sizes = [], []
         for level, m in enumerate(memories):
             h, w = m.shape[-2:]
             pos = sine_position(h, w, m.shape[1], m.device)
             mem.append(self.memory_proj(m.flatten(2).transpose(1, 2) + pos) + self.level_embed.weight[level])
+            sizes.append((h, w))
         q = self.queries.weight[None].expand(b, -1, -1)
         pos = self.query_pos.weight[None]
+        cls, masks, embed = self.predict(q, mask_features)
         aux = []
         for i, layer in enumerate(self.layers):
-            q = layer(q + pos, mem[i % len(mem)])
-            if i < len(self.layers) - 1:
-                cls, masks, _ = self.predict(q, mask_features)
-                aux.append((cls, masks))
-        cls, masks, embed = self.predict(q, mask_features)
+            aux.append((cls, masks))
+            level = i % len(mem)
+            q = layer(q + pos, mem[level], memory_mask=self.attention_mask(masks, sizes[level]))
+            cls, masks, embed = self.predict(q, mask_features)
         return cls, masks, embed, aux
+
+    def attention_mask(self, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Mask2Former's masked attention: a query attends only inside its current mask (everywhere when
+        that mask is empty), which is what makes the query head converge in few steps."""
+        small = F.interpolate(mask_logits.detach().float(), size=size, mode="bilinear", align_corners=False)
+        blocked = small.flatten(2) < 0.0
+        blocked = blocked & ~blocked.all(-1, keepdim=True)
+        return blocked.repeat_interleave(self.nheads, 0)
 
 
 class DepthHead(nn.Module):
