@@ -16,6 +16,7 @@ for probe in "${probes[@]}"; do
     dataset.val.num_workers=2 train.num_epochs=100 train.max_time_minutes=$MINUTES "${extra[@]}" 2>&1 \
     | grep -v "it/s" | tail -n 5
   cp $run/status.json "$OUT/${name}_status.json"
+  [ -z "${EXPORT:-}" ] || python scripts/export_weights.py $run/checkpoints/last.ckpt "$OUT/${name}.safetensors"
   python - "$run/status.json" "$name" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 for line in open(sys.argv[1]):

@@ -1,6 +1,7 @@
 """The 2D stage's heads: an FPN pixel decoder, a Mask2Former-style query decoder and a depth head."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,14 +91,23 @@ class QueryDecoder(nn.Module):
 
 
 class DepthHead(nn.Module):
-    def __init__(self, dim: int, depth_min: float, depth_max: float):
+    """Its own light pyramid over the backbone's four strides: depth needs the room's global layout (stride 32)
+    at stride-4 detail, and sharing the mask features left it to segmentation's gradients (it never learned)."""
+
+    def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GELU(), nn.Conv2d(dim, 1, 1))
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.GELU(),
+                                  nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.GELU(),
+                                  nn.Conv2d(dim, 1, 1))
         self.depth_min, self.depth_max = depth_min, depth_max
 
-    def forward(self, mask_features: torch.Tensor) -> torch.Tensor:
-        log_min, log_max = torch.log(torch.tensor(self.depth_min)), torch.log(torch.tensor(self.depth_max))
-        t = torch.sigmoid(self.net(mask_features)[:, 0])
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        x = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if i else lat(f)
+                for i, (lat, f) in enumerate(zip(self.lateral, feats)))
+        log_min, log_max = math.log(self.depth_min), math.log(self.depth_max)
+        t = torch.sigmoid(self.fuse(x)[:, 0].float())
         return torch.exp(log_min + (log_max - log_min) * t)
 
 
@@ -107,9 +117,9 @@ class Head2D(nn.Module):
         dim = cfg.sem_seg_head.hidden_dim
         self.pixel_decoder = PixelDecoder(in_channels, dim)
         self.query_decoder = QueryDecoder(cfg, dim)
-        self.depth_head = DepthHead(dim, *depth_range)
+        self.depth_head = DepthHead(in_channels, dim, *depth_range)
 
     def forward(self, feats: list[torch.Tensor]) -> Output2D:
         mask_features, memories = self.pixel_decoder(feats)
         cls, masks, embed, aux = self.query_decoder(memories, mask_features)
-        return Output2D(mask_features, cls, masks, embed, self.depth_head(mask_features), aux)
+        return Output2D(mask_features, cls, masks, embed, self.depth_head(feats), aux)
