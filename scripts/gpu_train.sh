@@ -6,7 +6,7 @@ set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}
 RUN=/tmp/nvp_run
-MINUTES=${MINUTES:-6}
+MINUTES=${MINUTES:-7.5}
 EPOCHS=${EPOCHS:-4}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
