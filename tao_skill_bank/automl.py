@@ -195,8 +195,7 @@ class AutoMLRunner:
         self.results.mkdir(parents=True, exist_ok=True)
         storage = self.cfg.storage or f"sqlite:///{self.results / 'study.db'}"
         sampler = optuna.samplers.TPESampler(seed=self.cfg.seed, n_startup_trials=max(2, self.cfg.max_trials // 4))
-        epochs = int(self.cfg.overrides.get("train.num_epochs", self.cfg.overrides.get("num_epochs", 0)) or
-                     get_dotted(self.skill.load_template("train"), "train.num_epochs"))
+        epochs = self._epochs()
         pruner = {"bayesian": optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
                   "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
                   "asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)}[self.cfg.algorithm]
@@ -247,6 +246,7 @@ class AutoMLRunner:
                 last = value
                 trial.report(value, event["epoch"])
                 trial.set_user_attr("rung", event["epoch"])
+                trial.set_user_attr("seconds", float(event.get("elapsed_s", 0.0)))
                 if trial.should_prune():
                     cancel_job(self.store, job_id)
                     raise optuna.TrialPruned(f"pruned at epoch {event['epoch']}")
@@ -303,16 +303,18 @@ class AutoMLRunner:
         rows = []
         for t in study.trials:
             params = {k: v for k, v in t.params.items() if not k.endswith("#u")}
-            params.update({k: v for k, v in t.user_attrs.items() if k not in ("job_id", "rung", "rejected_by")})
+            params.update({k: v for k, v in t.user_attrs.items() if k not in ("job_id", "rung", "rejected_by",
+                                                                               "seconds")})
             rows.append({"trial": t.number, "job_id": t.user_attrs.get("job_id"), "state": t.state.name.lower(),
                          "rung": t.user_attrs.get("rung", 0), self.cfg.metric: t.value, "params": params,
-                         "note": t.user_attrs.get("rejected_by")})
+                         "seconds": t.user_attrs.get("seconds", 0.0), "note": t.user_attrs.get("rejected_by")})
         completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
         best = study.best_trial if completed else None
         summary = {"automl_job_id": self.job_id, "algorithm": self.cfg.algorithm, "metric": self.cfg.metric,
                    "direction": self.direction, "trials": rows,
                    "best_job_id": best.user_attrs.get("job_id") if best else None,
-                   "best_trial": best.number if best else None, "best_value": best.value if best else None}
+                   "best_trial": best.number if best else None, "best_value": best.value if best else None,
+                   **self._pruning_savings(rows)}
         atomic.write_json(self.results / "summary.json", summary)
         if best:
             atomic.write_json(self.results / "best_rec.json", {"best_job_id": summary["best_job_id"],
@@ -327,6 +329,20 @@ class AutoMLRunner:
         os.replace(self.results / "summary.csv.tmp", self.results / "summary.csv")
         self._plot(rows)
         return summary
+
+    def _pruning_savings(self, rows: list[dict]) -> dict:
+        """Trial-seconds spent, and those a pruned trial would have spent running to the last epoch at its own
+        pace (what pruning saved; one trial holds one GPU, so these are GPU-seconds)."""
+        epochs = self._epochs()
+        spent = sum(r["seconds"] for r in rows)
+        saved = sum(r["seconds"] / r["rung"] * (epochs - r["rung"]) for r in rows
+                    if r["state"] == "pruned" and r["rung"] and r["seconds"])
+        return {"epochs_per_trial": epochs, "trial_seconds": round(spent, 1),
+                "trial_seconds_saved_by_pruning": round(saved, 1)}
+
+    def _epochs(self) -> int:
+        return int(self.cfg.overrides.get("train.num_epochs", self.cfg.overrides.get("num_epochs", 0)) or
+                   get_dotted(self.skill.load_template("train"), "train.num_epochs"))
 
     def _plot(self, rows: list[dict]) -> None:
         import matplotlib
@@ -356,4 +372,7 @@ def summary_table(summary: dict) -> str:
         lines.append(f"{r['trial']:>5}  {r['state']:<9} {r['rung']:>4}  {value:>10}  "
                      f"{json.dumps(r['params'], sort_keys=True)}")
     lines.append(f"best: trial {summary['best_trial']} job {summary['best_job_id']} {metric}={summary['best_value']}")
+    if "trial_seconds" in summary:
+        lines.append(f"trial time {summary['trial_seconds']:.0f} s; pruning saved "
+                     f"{summary['trial_seconds_saved_by_pruning']:.0f} s")
     return "\n".join(lines)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Device-tool run (< 10 min): an AutoML sweep on one GPU, trials fine-tuning the shipped weights on synthetic
+# data written there, then the best trial and the default configuration evaluated on the same held-out split.
+#   usage (device tool): bash scripts/gpu_automl.sh   -> $OUT/automl_summary.{json,csv}, prq_over_trials.png
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_out}
+METRIC=${METRIC:-pq}   # PRQ (kpi) is still 0 for every trial this short: 2D PQ ranks them; PRQ is reported
+TRIALS=${TRIALS:-8}
+BUDGET=${BUDGET:-200}
+DATA=/tmp/automl_data
+JOBS=/tmp/automl_jobs
+mkdir -p "$OUT"
+python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
+  2>&1 | tail -n 1
+common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
+        --override dataset.val.num_workers=1 --override train.precision=bf16 --override train.checkpoint_interval=1)
+# the default configuration, same budget, beside the sweep (one GPU shared by all)
+python runners/tao_run_action.py --action train --train-dataset $DATA --jobs-dir $JOBS --job-id default-config \
+  --backend local "${common[@]}" --json > "$OUT/default_launch.json" &
+python runners/tao_run_automl.py --train-dataset $DATA --jobs-dir $JOBS --job-id automl-gpu --algorithm asha \
+  --max-trials $TRIALS --max-concurrent 4 --gpu-ids 0,0,0,0 --time-budget $BUDGET --metric $METRIC "${common[@]}" \
+  2>&1 | tail -n 20 | tee "$OUT/automl_table.txt"
+wait
+cp $JOBS/automl-gpu/results/summary.json "$OUT/automl_summary.json"
+cp $JOBS/automl-gpu/results/summary.csv "$OUT/automl_summary.csv"
+cp $JOBS/automl-gpu/results/prq_over_trials.png "$OUT/"
+for parent in automl-gpu default-config; do
+  python runners/tao_run_action.py --action evaluate --eval-dataset $DATA --jobs-dir $JOBS --parent-job-id $parent \
+    --job-id eval-$parent --override evaluate.split=test --backend local 2>&1 | tail -n 3
+  cp $JOBS/eval-$parent/results/metrics.json "$OUT/test_metrics_$parent.json"
+done
+python - "$OUT" <<'PY' | tee "$OUT/automl_vs_default.txt"
+import json, sys
+out = sys.argv[1]
+best = json.load(open(f"{out}/test_metrics_automl-gpu.json"))
+default = json.load(open(f"{out}/test_metrics_default-config.json"))
+summary = json.load(open(f"{out}/automl_summary.json"))
+for key in ("prq", "pq", "depth_abs_rel", "occupancy_iou"):
+    print(f"{key:>14}: best trial {best.get(key, float('nan')):.4f}  default {default.get(key, float('nan')):.4f}")
+print(f"trial seconds {summary['trial_seconds']}, saved by pruning {summary['trial_seconds_saved_by_pruning']}")
+PY
