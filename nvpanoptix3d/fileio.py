@@ -64,47 +64,21 @@ def load_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _opencv_exr():
-    """OpenCV reads and writes EXR too (the GPU machine has it, not OpenEXR); it wants the switch set before
-    its first import."""
-    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-    try:
-        import cv2
-    except ImportError as err:
-        raise RuntimeError("writing or reading depth .exr needs the OpenEXR package (pip install OpenEXR) or "
-                           "opencv-python") from err
-    return cv2
-
-
 def save_exr(path: str | Path, depth: np.ndarray) -> None:
+    import OpenEXR
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".exr", dir=path.parent)
     os.close(fd)
-    depth = np.ascontiguousarray(depth, dtype=np.float32)
-    try:
-        import OpenEXR
-    except ImportError:
-        cv2 = _opencv_exr()
-        if not cv2.imwrite(tmp, depth, [cv2.IMWRITE_EXR_COMPRESSION, cv2.IMWRITE_EXR_COMPRESSION_ZIP]):
-            raise RuntimeError(f"{path}: OpenCV could not write EXR")
-    else:
-        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-        with OpenEXR.File(header, {"Z": depth}) as f:
-            f.write(tmp)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"Z": np.ascontiguousarray(depth, dtype=np.float32)}) as f:
+        f.write(tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
 def load_exr(path: str | Path) -> np.ndarray:
-    try:
-        import OpenEXR
-    except ImportError:
-        cv2 = _opencv_exr()
-        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if data is None:
-            raise RuntimeError(f"{path}: not a readable EXR file")
-        return (data[..., 0] if data.ndim == 3 else data).astype(np.float32)
+    import OpenEXR
     with OpenEXR.File(str(path)) as f:
         channels = f.channels()
         name = "Z" if "Z" in channels else sorted(channels)[0]
