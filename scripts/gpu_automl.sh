@@ -11,8 +11,10 @@ BUDGET=${BUDGET:-200}
 DATA=/tmp/automl_data
 JOBS=/tmp/automl_jobs
 mkdir -p "$OUT"
+# the GPU machine lacks OpenEXR (depth .exr): its wheel travels with the call (carry .device_wheels, see METHOD)
+python -c "import OpenEXR" 2>/dev/null || pip install -q --no-index --no-deps .device_wheels/openexr-*.whl
 python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
-  2>&1 | tail -n 1
+  2>&1 | tr '\r' '\n' | tail -n 3
 common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
         --override dataset.val.num_workers=1 --override train.precision=bf16 --override train.checkpoint_interval=1)
 # the default configuration, same budget, beside the sweep (one GPU shared by all)
