@@ -12,7 +12,7 @@ DATA=/tmp/automl_data
 JOBS=/tmp/automl_jobs
 mkdir -p "$OUT"
 # the GPU machine lacks OpenEXR (depth .exr): its wheel travels with the call (carry .device_wheels, see METHOD)
-python -c "import OpenEXR" 2>/dev/null || pip install -q --no-index --no-deps .device_wheels/openexr-*.whl
+python -c "import OpenEXR" 2>/dev/null || python -m pip install -q --no-index --no-deps .device_wheels/openexr-*.whl
 python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
   2>&1 | tr '\r' '\n' | tail -n 3
 common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
