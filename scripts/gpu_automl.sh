@@ -11,9 +11,11 @@ BUDGET=${BUDGET:-200}
 DATA=/tmp/automl_data
 JOBS=/tmp/automl_jobs
 mkdir -p "$OUT"
-# the GPU machine lacks OpenEXR (depth .exr): its wheel travels with the call (carry .device_wheels, see METHOD)
-python -c "import OpenEXR" 2>/dev/null || python -m pip install -q --no-index --no-deps .device_wheels/openexr-*.whl
-python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
+# the GPU machine lacks OpenEXR (depth .exr) and the skill bank's own dependencies: their wheels travel with the
+# call (carry .device_wheels: pip download OpenEXR jsonschema optuna matplotlib for cp312, less numpy / pillow)
+python -c "import OpenEXR, jsonschema, optuna, matplotlib" 2>/dev/null || python -m pip install -q --no-index \
+  --find-links .device_wheels OpenEXR jsonschema optuna matplotlib 2>&1 | grep -v WARNING || true
+[ -f $DATA/meta/test.json ] || python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
   2>&1 | tr '\r' '\n' | tail -n 3
 common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
         --override dataset.val.num_workers=1 --override train.precision=bf16 --override train.checkpoint_interval=1)
