@@ -19,26 +19,29 @@ python -c "import OpenEXR, jsonschema, optuna, matplotlib" 2>/dev/null || python
   2>&1 | tr '\r' '\n' | tail -n 3
 common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
         --override dataset.val.num_workers=1 --override train.precision=bf16 --override train.checkpoint_interval=1)
-# the default configuration, same budget, beside the sweep (one GPU shared by all)
-python runners/tao_run_action.py --action train --train-dataset $DATA --jobs-dir $JOBS --job-id default-config \
-  --backend local "${common[@]}" --json > "$OUT/default_launch.json" &
 python runners/tao_run_automl.py --train-dataset $DATA --jobs-dir $JOBS --job-id automl-gpu --algorithm asha \
   --max-trials $TRIALS --max-concurrent 4 --gpu-ids 0,0,0,0 --time-budget $BUDGET --metric $METRIC "${common[@]}" \
   2>&1 | tail -n 20 | tee "$OUT/automl_table.txt"
-wait
+# the default configuration with the same budget, as a plain train job (AutoML off for this run)
+DEFAULT_ID=${DEFAULT_ID:-default-config}
+python runners/tao_run_action.py --action train --automl-policy off --train-dataset $DATA --jobs-dir $JOBS \
+  --job-id $DEFAULT_ID --backend local "${common[@]}" 2>&1 | tail -n 3
+for log in $JOBS/train-*/logs.txt; do   # why failed trials failed
+  grep -q "Error" "$log" && { echo "== $log"; grep -B2 "Error" "$log" | tail -n 6; }
+done > "$OUT/failed_trials.txt" || true
 cp $JOBS/automl-gpu/results/summary.json "$OUT/automl_summary.json"
 cp $JOBS/automl-gpu/results/summary.csv "$OUT/automl_summary.csv"
 cp $JOBS/automl-gpu/results/prq_over_trials.png "$OUT/"
-for parent in automl-gpu default-config; do
+for parent in automl-gpu $DEFAULT_ID; do
   python runners/tao_run_action.py --action evaluate --eval-dataset $DATA --jobs-dir $JOBS --parent-job-id $parent \
     --job-id eval-$parent --override evaluate.split=test --backend local 2>&1 | tail -n 3
   cp $JOBS/eval-$parent/results/metrics.json "$OUT/test_metrics_$parent.json"
 done
-python - "$OUT" <<'PY' | tee "$OUT/automl_vs_default.txt"
+python - "$OUT" "$DEFAULT_ID" <<'PY' | tee "$OUT/automl_vs_default.txt"
 import json, sys
 out = sys.argv[1]
 best = json.load(open(f"{out}/test_metrics_automl-gpu.json"))
-default = json.load(open(f"{out}/test_metrics_default-config.json"))
+default = json.load(open(f"{out}/test_metrics_{sys.argv[2]}.json"))
 summary = json.load(open(f"{out}/automl_summary.json"))
 for key in ("prq", "pq", "depth_abs_rel", "occupancy_iou"):
     print(f"{key:>14}: best trial {best.get(key, float('nan')):.4f}  default {default.get(key, float('nan')):.4f}")
