@@ -15,17 +15,18 @@ mkdir -p "$OUT"
 # call (carry .device_wheels: pip download OpenEXR jsonschema optuna matplotlib for cp312, less numpy / pillow)
 python -c "import OpenEXR, jsonschema, optuna, matplotlib" 2>/dev/null || python -m pip install -q --no-index \
   --find-links .device_wheels OpenEXR jsonschema optuna matplotlib 2>&1 | grep -v WARNING || true
-[ -f $DATA/meta/test.json ] || python -m nvpanoptix3d synth $DATA --scenes 200 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
+[ -f $DATA/meta/test.json ] || python -m nvpanoptix3d synth $DATA --scenes 160 --frames 2 --seed 7000 --val-scenes 15 --test-scenes 25 --workers 15 \
   2>&1 | tr '\r' '\n' | tail -n 3
 common=(--override train.num_epochs=3 --override dataset.train.batch_size=8 --override dataset.train.num_workers=3
         --override dataset.val.num_workers=1 --override train.precision=bf16 --override train.checkpoint_interval=1)
-python runners/tao_run_automl.py --train-dataset $DATA --jobs-dir $JOBS --job-id automl-gpu --algorithm asha \
-  --max-trials $TRIALS --max-concurrent 4 --gpu-ids 0,0,0,0 --time-budget $BUDGET --metric $METRIC "${common[@]}" \
-  2>&1 | tail -n 20 | tee "$OUT/automl_table.txt"
-# the default configuration with the same budget, as a plain train job (AutoML off for this run)
+# the default configuration with the same budget beside the sweep, as a plain train job (AutoML off for it)
 DEFAULT_ID=${DEFAULT_ID:-default-config}
 python runners/tao_run_action.py --action train --automl-policy off --train-dataset $DATA --jobs-dir $JOBS \
-  --job-id $DEFAULT_ID --backend local "${common[@]}" 2>&1 | tail -n 3
+  --job-id $DEFAULT_ID --backend local "${common[@]}" > "$OUT/default_train.txt" 2>&1 &
+python runners/tao_run_automl.py --train-dataset $DATA --jobs-dir $JOBS --job-id automl-gpu --algorithm asha \
+  --max-trials $TRIALS --max-concurrent 4 --gpu-ids 0,0,0,0 --time-budget $BUDGET --metric $METRIC "${common[@]}" \
+  2>&1 | grep -v "^\[[WI] \|^Traceback\|^  \|^RuntimeError" | tail -n 20 | tee "$OUT/automl_table.txt"
+wait
 for log in $JOBS/train-*/logs.txt; do   # why failed trials failed
   grep -q "Error" "$log" && { echo "== $log"; grep -B2 "Error" "$log" | tail -n 6; }
 done > "$OUT/failed_trials.txt" || true
