@@ -75,6 +75,15 @@ def test_loss_falls_when_overfitting_one_batch(tmp_path):
     assert min(losses[-3:]) < 0.75 * losses[0], losses
 
 
+def test_any_width_the_schema_allows_builds_and_runs(tmp_path):
+    # AutoML samples any integer in the bounds; a 3D width of 25 once crashed GroupNorm (50 channels, 4 groups)
+    cfg = load_config(str(_spec_file(tmp_path)), ["results_dir=" + str(tmp_path / "r"), "model.frustum3d.feature_dim=25",
+                                                  "model.sem_seg_head.hidden_dim=36"])
+    module = PanopticModule(cfg)
+    batch = collate([get_dataset(cfg.dataset, "train")[0]])
+    assert torch.isfinite(_step(module, batch))
+
+
 def _step(module, batch):
     from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
     g64, g128 = occupancy_grids(batch, (256, 256, 256))

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from ..geometry import FrustumGrid
+from .blocks import group_norm
 
 CHILD_OFFSETS = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
 
@@ -66,8 +67,8 @@ class Lifter(nn.Module):
 class ResBlock3d(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch), nn.GELU(),
-                                  nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch))
+        self.body = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), group_norm(ch, 4), nn.GELU(),
+                                  nn.Conv3d(ch, ch, 3, padding=1), group_norm(ch, 4))
 
     def forward(self, x):
         return F.gelu(x + self.body(x))
@@ -79,10 +80,10 @@ class CoarseNet(nn.Module):
     def __init__(self, cin: int, ch: int, blocks: int = 3):
         super().__init__()
         self.inp = nn.Sequential(nn.Conv3d(cin, ch, 1), nn.GELU())
-        self.down = nn.Sequential(nn.Conv3d(ch, ch * 2, 2, stride=2), nn.GroupNorm(4, ch * 2), nn.GELU())
+        self.down = nn.Sequential(nn.Conv3d(ch, ch * 2, 2, stride=2), group_norm(ch * 2, 4), nn.GELU())
         self.blocks = nn.Sequential(*[ResBlock3d(ch * 2) for _ in range(blocks)])
         self.up = nn.ConvTranspose3d(ch * 2, ch, 2, stride=2)
-        self.refine = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), nn.GroupNorm(4, ch), nn.GELU())
+        self.refine = nn.Sequential(nn.Conv3d(ch, ch, 3, padding=1), group_norm(ch, 4), nn.GELU())
         self.occ = nn.Conv3d(ch, 1, 1)
 
     def forward(self, x):

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from .backbone import sine_position
+from .blocks import group_norm
 
 
 @dataclass
@@ -26,7 +27,7 @@ class PixelDecoder(nn.Module):
     def __init__(self, in_channels: list[int], dim: int):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
-        self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.GELU())
+        self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU())
                                     for _ in in_channels)
         self.mask_proj = nn.Conv2d(dim, dim, 1)
 
@@ -97,8 +98,8 @@ class DepthHead(nn.Module):
     def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
-        self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.GELU(),
-                                  nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.GELU(),
+        self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
+                                  nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, 1, 1))
         self.depth_min, self.depth_max = depth_min, depth_max
 
