@@ -9,6 +9,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from conftest import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from tao_skill_bank.automl import SearchSpace, evaluate_condition
@@ -93,27 +94,42 @@ def test_tiny_sweep_prunes_and_parent_model_is_the_best_trial(tmp_path):
     assert store.get("automl-test").status == "done"
 
 
-def test_killed_sweep_resumes_the_same_study(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_storage(request, tmp_path):
+    """None: the default SQLite file in the AutoML job's folder; else a real PostgreSQL server's URL."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_killed_sweep_resumes_the_same_study(tmp_path, study_storage):
     jobs = tmp_path / "jobs"
+    job_id = f"automl-resume-{tmp_path.name[-12:]}"  # one study per test run in a shared database
     env = {**os.environ, "TAO_SKILL_BANK_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen(_automl_cmd(jobs, "automl-resume", 3), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    db = jobs / "automl-resume" / "results" / "study.db"
+    cmd = _automl_cmd(jobs, job_id, 3) + (["--storage", study_storage] if study_storage else [])
+    db = jobs / job_id / "results" / "study.db"
+    storage = study_storage or f"sqlite:///{db}"
+
+    def finished_trials():
+        if study_storage is None and not db.exists():
+            return []
+        try:
+            study = optuna.load_study(study_name=job_id, storage=storage)
+        except KeyError:  # not created yet
+            return []
+        return [t for t in study.trials if t.state.is_finished()]
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline:
-        if db.exists():
-            study = optuna.load_study(study_name="automl-resume", storage=f"sqlite:///{db}")
-            if any(t.state.is_finished() for t in study.trials):
-                break
+        if finished_trials():
+            break
         time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = [t.number for t in optuna.load_study(study_name="automl-resume", storage=f"sqlite:///{db}").trials
-             if t.state.is_finished()]
+    first = [t.number for t in finished_trials()]
     assert first
-    run = subprocess.run(_automl_cmd(jobs, "automl-resume", 3), capture_output=True, text=True, cwd=REPO, env=env)
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
-    study = optuna.load_study(study_name="automl-resume", storage=f"sqlite:///{db}")
-    finished = [t for t in study.trials if t.state.is_finished()]
+    finished = finished_trials()
     assert {t.number for t in finished} >= set(first)
     assert len([t for t in finished if t.state != optuna.trial.TrialState.FAIL]) >= 3 - 1

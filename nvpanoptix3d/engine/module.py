@@ -28,8 +28,13 @@ class PanopticModule(L.LightningModule):
         g64 = g128 = None
         if self.model.stage3d is not None and batch.has_3d_truth:
             g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
-        teacher = batch.depths if self.cfg.model.frustum3d.gt_depth_ratio > 0 else None
-        out = self.model(batch.images, g64, g128, teacher, self.cfg.model.frustum3d.gt_depth_ratio)
+        ratio = self.cfg.model.frustum3d.gt_depth_ratio
+        teacher = None
+        if ratio > 0:
+            # drawn from (seed, step), not the global generator: a resumed run draws what the straight run drew
+            rng = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
+            teacher = torch.rand(batch.images.shape[0], generator=rng) < ratio
+        out = self.model(batch.images, g64, g128, batch.depths if ratio > 0 else None, teacher)
         losses = compute_losses(out, batch, self.cfg, g64, g128)
         total = sum(losses.values())
         bs = batch.images.shape[0]

@@ -42,16 +42,16 @@ class PanopticReconstruction(nn.Module):
         return self.head2d(self.backbone(images))
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
-                gt_depth_ratio: float = 0.0) -> ModelOutput:
-        """Training may lift a share of the frames with ground-truth depth (gt_depth, gt_depth_ratio), so the 3D
-        stage learns to use a precise depth cue before the depth head can give one."""
+                teacher: torch.Tensor | None = None) -> ModelOutput:
+        """Training may lift some frames (`teacher`, B bool) with ground-truth depth (gt_depth), so the 3D stage
+        learns to use a precise depth cue before the depth head can give one."""
         out2d = self.forward_2d(images)
         out3d = None
         if self.stage3d is not None:
             depth = out2d.depth.detach()
-            if gt_depth is not None and gt_depth_ratio > 0:
+            if gt_depth is not None and teacher is not None:
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
-                pick = torch.rand(depth.shape[0], 1, 1, device=depth.device) < gt_depth_ratio
+                pick = teacher.to(depth.device).view(-1, 1, 1)
                 depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
             # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
             # they would otherwise drown the 2D losses in the shared query embeddings
