@@ -27,8 +27,10 @@ def param(default: Any, description: str, *, minimum: float | None = None, maxim
     return field(default=default, metadata=meta)
 
 
-def section(cls: type, description: str) -> Any:
-    return field(default_factory=cls, metadata={"description": description})
+def section(cls: type, description: str, searched: bool = True) -> Any:
+    """searched=False: AutoML never searches this section's leaves (e.g. evaluation batch sizes, which cannot
+    change what training learns) even where its dataclass marks them automl."""
+    return field(default_factory=cls, metadata={"description": description, "searched": searched})
 
 
 # ---------------------------------------------------------------- model
@@ -137,8 +139,8 @@ class DatasetConfig:
     augment: bool = param(True, "Colour jitter during training.", automl=True)
     synthetic: SyntheticConfig = section(SyntheticConfig, "On-the-fly scenes (dataset.name=synthetic).")
     train: SplitConfig = section(SplitConfig, "Training split.")
-    val: SplitConfig = section(SplitConfig, "Validation split.")
-    test: SplitConfig = section(SplitConfig, "Test split.")
+    val: SplitConfig = section(SplitConfig, "Validation split.", searched=False)
+    test: SplitConfig = section(SplitConfig, "Test split.", searched=False)
 
 
 # ---------------------------------------------------------------- train

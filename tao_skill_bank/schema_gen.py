@@ -53,19 +53,20 @@ def _leaf_schema(f: dataclasses.Field) -> dict:
     return node
 
 
-def _object_schema(cls, prefix: str, only: tuple | None, collect: dict) -> dict:
+def _object_schema(cls, prefix: str, only: tuple | None, collect: dict, searched: bool = True) -> dict:
     props = {}
     for f in dataclasses.fields(cls):
         if only is not None and f.name not in only:
             continue
         dotted = f"{prefix}{f.name}"
         if engine_config._is_section(f):
-            props[f.name] = _object_schema(f.default_factory, dotted + ".", None, collect)
+            props[f.name] = _object_schema(f.default_factory, dotted + ".", None, collect,
+                                           searched and f.metadata.get("searched", True))
             props[f.name]["description"] = f.metadata["description"]
             continue
         props[f.name] = _leaf_schema(f)
         meta = f.metadata
-        if meta.get("automl"):
+        if meta.get("automl") and searched:
             collect["automl"].append(dotted)
         elif "minimum" in meta or "options" in meta:
             collect["disabled"].append(dotted)

@@ -133,3 +133,11 @@ def test_killed_sweep_resumes_the_same_study(tmp_path, study_storage):
     finished = finished_trials()
     assert {t.number for t in finished} >= set(first)
     assert len([t for t in finished if t.state != optuna.trial.TrialState.FAIL]) >= 3 - 1
+
+
+def test_packaged_space_searches_training_not_evaluation_settings():
+    schema = json.loads((SKILL / ".." / ".." / "schemas" / "train.schema.json").read_text())
+    keys = {p.key for p in SearchSpace.from_schema(schema).parameters}
+    assert "dataset.train.batch_size" in keys
+    assert not keys & {"dataset.val.batch_size", "dataset.test.batch_size"}  # cannot change what training learns
+    assert {"dataset.val.batch_size", "dataset.test.batch_size"} <= set(schema["automl_disabled_parameters"])
