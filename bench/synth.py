@@ -2,8 +2,9 @@
 
     python bench/synth.py [--device cpu|cuda] [--frames N] [--workers K]
 
-With --workers K, K processes generate at once (as the training data loader's workers do); on a GPU each
-drives its own CUDA context, since one process is bound by Python's launch overhead, not by the GPU.
+With --workers K, K processes generate at once (as the training data loader's workers do). On one GPU the
+processes are time-sliced (no MPS), so their many small kernels do not overlap: 8 processes already reach the
+plateau.
 Target: >= 2 frames/s on the 2-core development machine, >= 200 frames/s on one H100 (issue 3).
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from nvpanoptix3d.synth.voxelize import FrustumVoxelizer  # noqa: E402
 
 
 def _generate(device: str, first: int, count: int, frames_per_scene: int, ready, go, done) -> tuple[int, float]:
-    torch.set_num_threads(1 if ready is not None else torch.get_num_threads())
+    if ready is not None:  # one of several processes: leave the cores to the others
+        torch.set_num_threads(1)
     vox = FrustumVoxelizer(front3d_grid(), device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     generate_frame(0, 0, 0, vox)  # warm-up

@@ -119,8 +119,8 @@ class SyntheticConfig:
     train_scenes: int = param(20000, "Scenes in the synthetic training split.", minimum=1, maximum=10_000_000)
     eval_scenes: int = param(100, "Scenes in the synthetic val and test splits.", minimum=1, maximum=100_000)
     frames_per_scene: int = param(4, "Camera views per synthetic scene.", minimum=1, maximum=100)
-    render_device: str = param("cpu", "Where the data loader's workers render and voxelize (cuda: each worker "
-                               "drives the GPU, about 4x the frames per worker).", options=["cpu", "cuda"])
+    render_device: str = param("cpu", "Where the data loader's workers render and voxelize (one H100 machine: "
+                               "86 frames/s with 15 workers on cuda, 43 on cpu).", options=["cpu", "cuda"])
 
 
 @dataclass
