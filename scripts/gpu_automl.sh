@@ -25,7 +25,9 @@ python runners/tao_run_action.py --action train --automl-policy off --train-data
   --job-id $DEFAULT_ID --backend local "${common[@]}" > "$OUT/default_train.txt" 2>&1 &
 python runners/tao_run_automl.py --train-dataset $DATA --jobs-dir $JOBS --job-id automl-gpu --algorithm asha \
   --max-trials $TRIALS --max-concurrent 4 --gpu-ids 0,0,0,0 --time-budget $BUDGET --metric $METRIC "${common[@]}" \
-  2>&1 | grep -v "^\[[WI] \|^Traceback\|^  \|^RuntimeError" | tail -n 20 | tee "$OUT/automl_table.txt"
+  > "$OUT/automl_log.txt" 2>&1
+# the runner ends with its summary table (Optuna's trial logs and failed trials' tracebacks come before it)
+tail -n 12 "$OUT/automl_log.txt" | tee "$OUT/automl_table.txt"
 wait
 for log in $JOBS/train-*/logs.txt; do   # why failed trials failed
   grep -q "Error" "$log" && { echo "== $log"; grep -B2 "Error" "$log" | tail -n 6; }
