@@ -1,10 +1,10 @@
 """Synthetic data generation speed: frames per second with exact 2D and 3D ground truth (in memory).
 
-    python bench/synth.py [--device cpu|cuda] [--frames N] [--workers K]
+    python bench/synth.py [--device cpu|cuda] [--frames N] [--batch B] [--workers K]
 
-With --workers K, K processes generate at once (as the training data loader's workers do). On one GPU the
-processes are time-sliced (no MPS), so their many small kernels do not overlap: 8 processes already reach the
-plateau.
+--batch B renders and voxelises B frames per call (one set of kernel launches for all of them: what a GPU
+needs; the data loader does the same, one call per training batch). With --workers K, K processes generate
+at once (as the training data loader's workers do); on one GPU they are time-sliced (no MPS).
 Target: >= 2 frames/s on the 2-core development machine, >= 200 frames/s on one H100 (issue 3).
 """
 from __future__ import annotations
@@ -20,29 +20,25 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nvpanoptix3d.geometry import front3d_grid  # noqa: E402
-from nvpanoptix3d.synth.generate import generate_frame, make_scene  # noqa: E402
+from nvpanoptix3d.synth.generate import generate_frames  # noqa: E402
 from nvpanoptix3d.synth.voxelize import FrustumVoxelizer  # noqa: E402
 
 
-def _generate(device: str, first: int, count: int, frames_per_scene: int, ready, go, done) -> tuple[int, float]:
+def _generate(device: str, first: int, count: int, frames_per_scene: int, batch: int, ready, go, done):
     if ready is not None:  # one of several processes: leave the cores to the others
         torch.set_num_threads(1)
     vox = FrustumVoxelizer(front3d_grid(), device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    generate_frame(0, 0, 0, vox)  # warm-up
+    generate_frames(0, [(i, 0) for i in range(batch)], vox)  # warm-up
     sync()
     if ready is not None:
         ready.put(True)
         go.wait()
-    occupied = 0
-    scene = None
+    jobs = [divmod(n, frames_per_scene) for n in range(first, first + count)]
     start = time.perf_counter()
-    for n in range(first, first + count):
-        index, frame = divmod(n, frames_per_scene)
-        if scene is None or frame == 0:
-            scene = make_scene(1, index)
-        f = generate_frame(1, index, frame, vox, scene)
-        occupied = int((f.truth.semantic > 0).sum())
+    for at in range(0, count, batch):
+        frames = generate_frames(1, jobs[at:at + batch], vox)
+    occupied = int((frames[-1].truth.semantic > 0).sum())
     sync()
     if done is not None:
         done.put(occupied)
@@ -54,16 +50,17 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--frames-per-scene", type=int, default=4)
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args()
     per = -(-a.frames // a.workers)
     if a.workers == 1:
-        occupied, seconds = _generate(a.device, 0, a.frames, a.frames_per_scene, None, None, None)
+        occupied, seconds = _generate(a.device, 0, a.frames, a.frames_per_scene, a.batch, None, None, None)
         frames = a.frames
     else:
         ctx = mp.get_context("spawn")
         ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=_generate, args=(a.device, w * per, per, a.frames_per_scene, ready, go, done))
+        procs = [ctx.Process(target=_generate, args=(a.device, w * per, per, a.frames_per_scene, a.batch, ready, go, done))
                  for w in range(a.workers)]
         for proc in procs:
             proc.start()
@@ -78,7 +75,7 @@ def main() -> None:
         frames = per * a.workers
     fps = frames / seconds
     target = 200.0 if a.device.startswith("cuda") else 2.0
-    print(f"device={a.device} workers={a.workers} frames={frames} seconds={seconds:.2f} "
+    print(f"device={a.device} batch={a.batch} workers={a.workers} frames={frames} seconds={seconds:.2f} "
           f"frames_per_s={fps:.2f} target={target:.0f} ratio={fps / target:.2f} occupied_voxels_last={occupied}")
 
 

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from nvpanoptix3d import fileio
 from nvpanoptix3d.geometry import Intrinsics, front3d_grid
+from nvpanoptix3d.labels import WALL
 from nvpanoptix3d.synth import write_dataset
 from nvpanoptix3d.synth.scene import sample_camera, sample_scene
 
@@ -110,27 +111,62 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     assert _digest(one) == _digest(two) == _digest(EXAMPLE)
 
 
+def _scenes_and_poses(seed: int, count: int):
+    scenes = [sample_scene(np.random.default_rng([seed, i])) for i in range(count)]
+    return scenes, [sample_camera(np.random.default_rng([seed, i, 0]), s) for i, s in enumerate(scenes)]
+
+
 def test_batched_and_part_by_part_ground_truth_are_identical():
+    from nvpanoptix3d.synth.frames import FrameBatch
     from nvpanoptix3d.synth.voxelize import FrustumVoxelizer
-    one_by_one = FrustumVoxelizer(front3d_grid(), batched=False)
-    batched = FrustumVoxelizer(front3d_grid(), batched=True)
-    for seed in range(4):
-        scene = sample_scene(np.random.default_rng([7, seed]))
-        pose = sample_camera(np.random.default_rng([7, seed, 0]), scene)
-        a, b = one_by_one(scene, pose), batched(scene, pose)
+    scenes, poses = _scenes_and_poses(7, 3)
+    batch = FrameBatch.build(scenes, poses)
+    one_by_one = FrustumVoxelizer(front3d_grid(), batched=False).frames(batch)
+    batched = FrustumVoxelizer(front3d_grid(), batched=True).frames(batch)
+    for a, b in zip(one_by_one, batched):
         assert torch.equal(a.distance, b.distance) and torch.equal(a.semantic, b.semantic)
         assert torch.equal(a.instance, b.instance) and (a.semantic > 0).sum() > 1000
 
 
 def test_batched_and_part_by_part_rendering_are_identical():
+    from nvpanoptix3d.synth.frames import FrameBatch
     from nvpanoptix3d.synth.render import cast
-    for seed in range(4):
-        scene = sample_scene(np.random.default_rng([3, seed]))
-        pose = sample_camera(np.random.default_rng([3, seed, 1]), scene)
-        one, many = cast(scene, pose, Intrinsics.front3d(), batched=False), cast(scene, pose, Intrinsics.front3d(),
-                                                                                 batched=True)
-        assert all(torch.equal(a, b) for a, b in zip(one, many))
-        assert (one[3] >= 0).any()  # some pixels see furniture
+    scenes, poses = _scenes_and_poses(3, 3)
+    batch = FrameBatch.build(scenes, poses)
+    one, many = cast(batch, Intrinsics.front3d(), batched=False), cast(batch, Intrinsics.front3d(), batched=True)
+    for name in ("depth", "label", "instance", "part", "points", "normal"):
+        assert torch.equal(getattr(one, name), getattr(many, name)), name
+    assert ((one.part >= 0).flatten(1).any(1)).all()  # every frame sees furniture
+
+
+def test_frames_generated_together_equal_frames_generated_alone():
+    """A batch is only a way to launch fewer kernels: no frame may depend on the others in its batch (an
+    L-shaped room's corner block beside a rectangular room, different part and light counts)."""
+    from nvpanoptix3d.synth.generate import generate_frames, make_scene
+    from nvpanoptix3d.synth.voxelize import FrustumVoxelizer
+    jobs = [(0, 0), (1, 2), (2, 1)]
+    assert len({len(make_scene(6, i).lights) for i, _ in jobs}) > 1
+    assert len({make_scene(6, i).parts[0].label == WALL for i, _ in jobs}) == 2  # with and without a corner block
+    for batched in (False, True):
+        vox = FrustumVoxelizer(front3d_grid(), batched=batched)
+        together = generate_frames(6, jobs, vox)
+        for job, t in zip(jobs, together):
+            alone = generate_frames(6, [job], vox)[0]
+            assert torch.equal(t.image.rgb, alone.image.rgb) and torch.equal(t.image.depth, alone.image.depth)
+            assert torch.equal(t.image.instance, alone.image.instance)
+            assert torch.equal(t.truth.distance, alone.truth.distance)
+            assert torch.equal(t.truth.instance, alone.truth.instance)
+
+
+def test_sensor_noise_is_zero_mean_unit_variance_and_seeded():
+    from nvpanoptix3d.synth.render import hash_noise
+    a = hash_noise(torch.tensor([1, 2]), (240, 320, 3))
+    assert a.shape == (2, 240, 320, 3)
+    assert abs(float(a.mean())) < 0.01 and abs(float(a.std()) - 1.0) < 0.01
+    assert torch.equal(a[1], hash_noise(torch.tensor([2]), (240, 320, 3))[0])
+    assert abs(float(torch.corrcoef(a.reshape(2, -1))[0, 1])) < 0.01  # seeds give unrelated noise
+    neighbours = torch.corrcoef(torch.stack([a[0].flatten()[:-1], a[0].flatten()[1:]]))[0, 1]
+    assert abs(float(neighbours)) < 0.01
 
 
 def test_multiview_walk_through_in_nerfstudio_layout(tmp_path):

@@ -5,7 +5,7 @@ from torch.utils.data import Dataset
 
 from ..config import DatasetConfig
 from ..geometry import front3d_grid
-from ..synth.generate import generate_frame, make_scene
+from ..synth.generate import SynthFrame, generate_frames
 from ..synth.voxelize import FrustumVoxelizer
 from .sample import FrameSample
 
@@ -26,10 +26,17 @@ class SyntheticDataset(Dataset):
         return self.scenes * self.frames
 
     def __getitem__(self, index: int) -> FrameSample:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[FrameSample]:
+        """A whole batch in one call (the data loader's fetcher uses this when it exists): a GPU renders a
+        batch of frames in the kernel launches of one."""
         if self._voxelizer is None:
             self._voxelizer = FrustumVoxelizer(front3d_grid(), device=self.device)
-        scene_index, frame = divmod(index, self.frames)
-        f = generate_frame(self.seed, scene_index, frame, self._voxelizer, make_scene(self.seed, scene_index))
+        return [self._sample(f) for f in generate_frames(self.seed, [divmod(i, self.frames) for i in indices],
+                                                           self._voxelizer)]
+
+    def _sample(self, f: SynthFrame) -> FrameSample:
         img = f.image
         sample = FrameSample(f"{f.scene_id}/{f.image_id}", img.rgb.permute(2, 0, 1).float().cpu() / 255.0,
                              img.depth.cpu().clone(), img.semantic.cpu(), img.instance.cpu())

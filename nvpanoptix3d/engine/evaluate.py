@@ -26,7 +26,9 @@ def run_evaluate(cfg: ExperimentConfig) -> dict:
     module.on_validation_epoch_start()
     batch_size = getattr(cfg.dataset, cfg.evaluate.split).batch_size
     for start in tqdm(range(0, count, batch_size), desc="evaluate", unit="batch"):
-        batch = collate([dataset[i] for i in range(start, min(count, start + batch_size))]).to(device)
+        indices = list(range(start, min(count, start + batch_size)))
+        samples = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
+        batch = collate(samples).to(device)
         module.validation_step(batch, start)
     module.on_validation_epoch_end()
     metrics = module.last_metrics

@@ -20,6 +20,7 @@ from .. import fileio
 from ..layouts import FRONT3D, LAYOUTS, Layout
 from ..geometry import Intrinsics, front3d_grid
 from ..labels import write_colormap
+from .frames import FrameBatch, Shot
 from .render import RenderedFrame, shade
 from .scene import Scene, sample_camera, sample_scene
 from .voxelize import FrustumTruth, FrustumVoxelizer
@@ -51,18 +52,33 @@ def image_id(seed: int, index: int, frame: int, layout: Layout = FRONT3D) -> str
     return f"{frame:04d}"
 
 
+def generate_frames(seed: int, jobs: list[tuple[int, int]], voxelizer: FrustumVoxelizer,
+                    scenes: dict[int, Scene] | None = None, noise: bool = True,
+                    layout: Layout = FRONT3D) -> list[SynthFrame]:
+    """Frames (scene index, frame index) rendered and voxelised together (one batch of kernels): each the same
+    on any worker and device, in any batch, for the same seed. Images are rendered at the layout's stored
+    size (Matterport: twice 320 x 240); the frustum grid is the same."""
+    scenes = dict(scenes or {})
+    picked, poses, shots = [], [], []
+    for index, frame in jobs:
+        if index not in scenes:
+            scenes[index] = make_scene(seed, index)
+        rng = np.random.default_rng([seed, index, frame + 1])
+        poses.append(sample_camera(rng, scenes[index]))
+        shots.append(Shot.draw(rng, noise))
+        picked.append(scenes[index])
+    batch = FrameBatch.build(picked, poses, voxelizer.device)
+    k = voxelizer.grid.intrinsics
+    images = shade(batch, k.scaled(k.width * layout.downsample, k.height * layout.downsample), shots, noise)
+    truths = voxelizer.frames(batch)
+    return [SynthFrame(scene_id(seed, index), image_id(seed, index, frame, layout), pose, image, truth)
+            for (index, frame), pose, image, truth in zip(jobs, poses, images, truths)]
+
+
 def generate_frame(seed: int, index: int, frame: int, voxelizer: FrustumVoxelizer, scene: Scene | None = None,
                    noise: bool = True, layout: Layout = FRONT3D) -> SynthFrame:
-    """Frame `frame` of scene `index`: the same on any worker and device for the same seed. The image is
-    rendered at the layout's stored size (Matterport: twice 320 x 240); the frustum grid is the same."""
-    scene = scene or make_scene(seed, index)
-    rng = np.random.default_rng([seed, index, frame + 1])
-    pose = sample_camera(rng, scene)
-    k = voxelizer.grid.intrinsics
-    k = k.scaled(k.width * layout.downsample, k.height * layout.downsample)
-    image = shade(scene, pose, k, rng, voxelizer.device, noise=noise)
-    return SynthFrame(scene_id(seed, index), image_id(seed, index, frame, layout), pose, image,
-                      voxelizer(scene, pose))
+    """Frame `frame` of scene `index` (see generate_frames)."""
+    return generate_frames(seed, [(index, frame)], voxelizer, {index: scene} if scene else None, noise, layout)[0]
 
 
 def write_frame(out: Path, f: SynthFrame, layout: Layout = FRONT3D) -> None:

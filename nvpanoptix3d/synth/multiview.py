@@ -15,6 +15,7 @@ import numpy as np
 from .. import fileio
 from ..geometry import Intrinsics, look_at
 from .generate import make_scene, scene_id
+from .frames import FrameBatch, Shot
 from .render import shade
 from .scene import Scene, sample_camera
 
@@ -59,7 +60,7 @@ def write_multiview(out: str | Path, scenes: int, frames: int, seed: int = 0) ->
         folder = out / scene_id(seed, index)
         records = []
         for f, pose in enumerate(walk_through(scene, rng, frames)):
-            frame = shade(scene, pose, k, rng)
+            frame = shade(FrameBatch.build([scene], [pose]), k, [Shot.draw(rng)])[0]
             name = f"frame_{f:04d}"
             fileio.save_png(folder / "images" / f"{name}.png", frame.rgb.numpy())
             depth_mm = np.clip(np.round(frame.depth.numpy() * 1000), 0, 65535).astype(np.uint16)

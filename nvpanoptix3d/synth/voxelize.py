@@ -16,7 +16,7 @@ import torch
 
 from ..geometry import FrustumGrid
 from ..labels import CEILING, FLOOR, WALL
-from .render import part_corners
+from .frames import FrameBatch, rotate, yaw_rotation
 from .scene import Scene
 
 
@@ -48,12 +48,14 @@ class FrustumTruth:
 def _room_distance(world: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unsigned distance (m) to the boundary of the box [0, size] and the nearest face: 0-2 the faces at
     x, y, z = 0, 3-5 those at x, y, z = size."""
+    size = size.expand_as(world)
     faces = torch.cat([world, size - world], dim=-1)                 # positive inside
     d_in, face = faces.min(-1)
     inside = d_in > 0
     q = (world - size / 2).abs() - size / 2
-    out_axis = q.argmax(-1)
-    upper = world.gather(1, out_axis[:, None])[:, 0] > size[out_axis]
+    out_axis = q.argmax(-1, keepdim=True)
+    upper = world.gather(-1, out_axis)[..., 0] > size.gather(-1, out_axis)[..., 0]
+    out_axis = out_axis[..., 0]
     face = torch.where(inside, face, out_axis + 3 * upper.long())
     return torch.where(inside, d_in, q.clamp(min=0).norm(dim=-1)), face
 
@@ -90,86 +92,90 @@ class FrustumVoxelizer:
     BLOCK = 4
 
     def __call__(self, scene: Scene, pose: np.ndarray) -> FrustumTruth:
-        g, dev, vs = self.grid, self.device, self.grid.voxel_size
-        pose_t = torch.tensor(pose, dtype=torch.float32, device=dev)
-        size = torch.tensor(scene.size, dtype=torch.float32, device=dev)
+        return self.frames(FrameBatch.build([scene], [pose], self.device))[0]
+
+    def frames(self, fb: FrameBatch) -> list[FrustumTruth]:
+        """Ground truth of every frame of a batch (one pass for all of them)."""
+        dev, vs, n, b = self.device, self.grid.voxel_size, len(self.index), fb.count
         # room: distance to the boundary of the box [0, size], labelled by the nearest face; refined only in
         # blocks near a face (the distance is 1-Lipschitz, so far blocks are free everywhere)
-        centre_d, _ = _room_distance(self.block_centres @ pose_t[:3, :3].T + pose_t[:3, 3], size)
-        near = self.block_members[centre_d < self.block_reach].reshape(-1)
-        near = near[near >= 0]
-        n = len(self.index)
-        dist = torch.full((n,), self.truncation, dtype=torch.float32, device=dev)
-        label = torch.full((n,), WALL, dtype=torch.int64, device=dev)
-        rot, eye = pose_t[:3, :3].T, pose_t[:3, 3]
-        d_near, face = _room_distance(self.points_cam[near] @ rot + eye, size)
+        centre_d, _ = _room_distance(rotate(fb.rot[:, None], self.block_centres[None]) + fb.eye[:, None],
+                                     fb.size[:, None])
+        frame, block = (centre_d < self.block_reach).nonzero(as_tuple=True)
+        member = self.block_members[block]
+        frame = frame[:, None].expand_as(member)[member >= 0]
+        member = member[member >= 0]
+        dist = torch.full((b * n,), self.truncation, dtype=torch.float32, device=dev)
+        label = torch.full((b * n,), WALL, dtype=torch.int64, device=dev)
+        d_near, face = _room_distance(rotate(fb.rot[frame], self.points_cam[member]) + fb.eye[frame], fb.size[frame])
+        near = frame * n + member
         dist[near] = (d_near / vs).clamp(max=self.truncation)
         label[near] = torch.where(face == 2, FLOOR, torch.where(face == 5, CEILING, WALL))
         instance = torch.zeros_like(label)
-        if scene.parts:
-            boxes = self._part_boxes(scene, pose)
-            blocks = [i for i, p in enumerate(scene.parts) if p.label == WALL]  # L-shaped rooms' corner blocks
-            furniture = [i for i, p in enumerate(scene.parts) if p.label != WALL]
-            dist, label, instance = self._parts_one_by_one(scene.parts, blocks, boxes, dist, label, instance, rot, eye)
+        if len(fb.part_frame_np):
+            boxes = self._part_boxes(fb)
             step = self._parts_batched if self.batched else self._parts_one_by_one
-            dist, label, instance = step(scene.parts, furniture, boxes, dist, label, instance, rot, eye)
+            # L-shaped rooms' corner blocks first: their inside is outside the room, whatever the distance
+            dist, label, instance = step(fb, np.flatnonzero(fb.part_is_wall), boxes, dist, label, instance)
+            dist, label, instance = step(fb, np.flatnonzero(~fb.part_is_wall), boxes, dist, label, instance)
         occupied = dist < self.iso
-        return FrustumTruth(self.index, dist, label * occupied, instance * occupied, g.dims, self.truncation)
+        label, instance = (label * occupied).view(b, n), (instance * occupied).view(b, n)
+        dist = dist.view(b, n)
+        return [FrustumTruth(self.index, dist[i], label[i], instance[i], self.grid.dims, self.truncation)
+                for i in range(b)]
 
-    def _part_boxes(self, scene: Scene, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _part_boxes(self, fb: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
         """Per part, the voxel box [lo, hi) that holds every voxel within the truncation of it."""
         g = self.grid
-        cam_from_world = np.linalg.inv(pose)
-        corners = np.stack([part_corners(p) for p in scene.parts]) @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
-        grid_pts = (corners - g.box_min) / g.voxel_size + g.offset
+        grid_pts = (fb.corners_camera() - g.box_min) / g.voxel_size + g.offset
         margin = int(math.ceil(self.truncation)) + 1
         lo = np.clip(np.floor(grid_pts.min(1)).astype(np.int64) - margin, 0, None)
         hi = np.maximum(np.minimum(np.ceil(grid_pts.max(1)).astype(np.int64) + margin, np.array(g.dims)), lo)
         return lo, hi
 
-    def _part_distance(self, pos: torch.Tensor, center, half, cos, sin, rot, eye):
-        """Unsigned distance (voxels) from frustum voxels `pos` to oriented boxes, and whether they are inside;
-        the box parameters are per voxel or shared."""
-        rel = self.points_cam[pos] @ rot + eye - center
-        local = torch.stack([cos * rel[:, 0] + sin * rel[:, 1], -sin * rel[:, 0] + cos * rel[:, 1], rel[:, 2]], -1)
-        q = local.abs() - half
+    def _part_distance(self, member, part, fb: FrameBatch):
+        """Unsigned distance (voxels) from frustum voxels `member` to parts `part` (same length or one part),
+        and whether they are inside."""
+        frame = fb.part_frame[part]
+        world = rotate(fb.rot[frame], self.points_cam[member]) + fb.eye[frame]
+        local = yaw_rotation(fb.cos[part], fb.sin[part], world - fb.center[part])
+        q = local.abs() - fb.half[part]
         inside = (q < 0).all(-1)
         d = torch.where(inside, -q.max(-1).values, q.clamp(min=0).norm(dim=-1)) / self.grid.voxel_size
         return d, inside
 
-    def _parts_one_by_one(self, parts, which, boxes, dist, label, instance, rot, eye):
+    def _parts_one_by_one(self, fb, which, boxes, dist, label, instance):
         """Part after part, each on the voxels of its own box: fastest on the CPU (no index arrays). A corner
         block of an L-shaped room also takes every voxel inside it: that space is outside the room."""
-        dev = self.device
         lo, hi = boxes
-        for i in which:
-            part = parts[i]
+        n = len(self.index)
+        for i in which.tolist():
             (x0, y0, z0), (x1, y1, z1) = lo[i].tolist(), hi[i].tolist()
-            pos = self.lookup[x0:x1, y0:y1, z0:z1].reshape(-1)
-            pos = pos[pos >= 0]
-            if pos.numel() == 0:
+            member = self.lookup[x0:x1, y0:y1, z0:z1].reshape(-1)
+            member = member[member >= 0]
+            if member.numel() == 0:
                 continue
-            as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)  # noqa: E731
-            d, inside = self._part_distance(pos, as_t(part.center), as_t(part.half), math.cos(part.yaw),
-                                            math.sin(part.yaw), rot, eye)
+            pos = int(fb.part_frame_np[i]) * n + member
+            d, inside = self._part_distance(member, torch.tensor(i, device=dist.device), fb)
             update = d < dist[pos]
-            if part.label == WALL:
+            if fb.part_is_wall[i]:
                 update |= inside
             pos = pos[update]
             dist[pos] = d[update]
-            label[pos] = part.label
-            instance[pos] = part.instance
+            label[pos] = fb.label[i]
+            instance[pos] = fb.instance[i]
         return dist, label, instance
 
-    def _parts_batched(self, parts, which, boxes, dist, label, instance, rot, eye):
-        """Every part at once: the voxels of all parts' boxes (expanded by the truncation) are concatenated,
-        distances taken in one pass and reduced per voxel (a few kernels per frame, whatever the number of
-        parts: what the GPU needs). Ties go to what came before, then to the first part, as part after part."""
-        if not which:
+    def _parts_batched(self, fb, which, boxes, dist, label, instance):
+        """Every part of every frame at once: the voxels of all parts' boxes (expanded by the truncation) are
+        concatenated, distances taken in one pass and reduced per voxel (a few kernels per batch, whatever the
+        number of parts: what the GPU needs). Ties go to what came before, then to the first part, as part after
+        part. A wall block's inside is taken whatever came before (one block per room: no block ties)."""
+        if not len(which):
             return dist, label, instance
-        dev = self.device
+        dev, n = self.device, len(self.index)
         lo, hi = boxes
-        chosen = torch.tensor(which, device=dev)
+        chosen = torch.from_numpy(which).to(dev)
         lo, size = lo[which], hi[which] - lo[which]
         counts = torch.from_numpy(size.prod(1)).to(dev)
         slot = torch.repeat_interleave(torch.arange(len(which), device=dev), counts)
@@ -177,19 +183,21 @@ class FrustumVoxelizer:
         size_t, lo_t = torch.from_numpy(size).to(dev)[slot], torch.from_numpy(lo).to(dev)[slot]
         step = local // size_t[:, 2]
         index = lo_t + torch.stack([step // size_t[:, 1], step % size_t[:, 1], local % size_t[:, 2]], -1)
-        pos = self.lookup[index[:, 0], index[:, 1], index[:, 2]]
-        inside = pos >= 0
-        pos, part_id = pos[inside], chosen[slot[inside]]
-        table = lambda values, dtype=torch.float32: torch.tensor(np.array(values), dtype=dtype, device=dev)  # noqa
-        center, half = table([p.center for p in parts]), table([p.half for p in parts])
-        cos, sin = table([math.cos(p.yaw) for p in parts]), table([math.sin(p.yaw) for p in parts])
-        d, _ = self._part_distance(pos, center[part_id], half[part_id], cos[part_id], sin[part_id], rot, eye)
-        best = dist.scatter_reduce(0, pos, d, reduce="amin")
-        wins = (d == best[pos]) & (d < dist[pos])
-        first = torch.full_like(label, len(parts)).scatter_reduce(0, pos[wins], part_id[wins], reduce="amin")
-        changed = first < len(parts)
+        member = self.lookup[index[:, 0], index[:, 1], index[:, 2]]
+        in_frustum = member >= 0
+        member, part = member[in_frustum], chosen[slot[in_frustum]]
+        d, inside = self._part_distance(member, part, fb)
+        pos = fb.part_frame[part] * n + member
+        before = dist.clone()
+        if fb.part_is_wall[which].any():
+            before[pos[inside & (fb.label[part] == WALL)]] = float("inf")
+        best = before.scatter_reduce(0, pos, d, reduce="amin")
+        wins = (d == best[pos]) & (d < before[pos])
+        n_parts = len(fb.part_frame_np)
+        first = torch.full_like(label, n_parts).scatter_reduce(0, pos[wins], part[wins], reduce="amin")
+        changed = first < n_parts
         winner = first[changed]
         label, instance = label.clone(), instance.clone()
-        label[changed] = table([p.label for p in parts], torch.int64)[winner]
-        instance[changed] = table([p.instance for p in parts], torch.int64)[winner]
+        label[changed] = fb.label[winner]
+        instance[changed] = fb.instance[winner]
         return best, label, instance
