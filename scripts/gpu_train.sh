@@ -13,7 +13,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 [ -n "${SKIP_BENCH:-}" ] || python bench/synth.py --device cuda --frames 200 | tee "$OUT/bench_synth_cuda.txt"
 extra=("train.optim.milestones=[${MILESTONE:-12}]")
 if [ -n "${RESUME:-}" ] && [ -f "${RESUME}" ]; then
-  extra+=("train.resume_training_checkpoint_path=$RESUME")      # same machine, still warm: exact resume
+  # same machine, still warm: exact resume; MINUTES is then the run's total (Lightning restores the elapsed time)
+  extra+=("train.resume_training_checkpoint_path=$RESUME")
+  RUN=$(dirname "$(dirname "$RESUME")")
 elif [ -n "${RESUME:-}" ]; then
   w=nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors    # fresh machine: continue from the shipped weights
   extra+=("train.checkpoint_2d=$w" "train.checkpoint_3d=$w")
