@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device-tool run (< 10 min): synth benchmark on the GPU, training of the shipped weights on synthetic
-# scenes generated on the fly, held-out evaluation, weights export. Resumes when RESUME=path/to/last.ckpt.
+# scenes generated on the fly, held-out evaluation, weights export. Resumes when RESUME=path/to/last.ckpt
+# (same machine) or continues from the shipped weights when RESUME is set to anything else (fresh machine).
 #   usage (device tool): bash scripts/gpu_train.sh   -> results under $OUT
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -21,11 +22,15 @@ elif [ -n "${RESUME:-}" ]; then
   extra+=("train.checkpoint_2d=$w" "train.checkpoint_3d=$w")
   RUN=/tmp/nvp_run2
 fi
+# EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
+read -ra more <<< "${EXTRA:-}"
 python -m nvpanoptix3d train -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN \
-  train.max_time_minutes=$MINUTES train.num_epochs=$EPOCHS "${extra[@]}" 2>&1 | grep -v "it/s" | tail -n 30
+  train.max_time_minutes=$MINUTES train.num_epochs=$EPOCHS "${extra[@]}" "${more[@]}" 2>&1 | grep -v "it/s" | tail -n 30
 cp $RUN/status.json "$OUT/train_status.json"
 python -m nvpanoptix3d evaluate -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN/eval \
   evaluate.checkpoint=$RUN/checkpoints/last.ckpt evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
 cp $RUN/eval/metrics.json "$OUT/metrics_test.json"
 python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$OUT/nvpanoptix3d_synthetic.safetensors"
+# files come back from the device tool at most 16 MiB each: join here with `cat weights.part.* > x.safetensors`
+(cd "$OUT" && split -b 15M nvpanoptix3d_synthetic.safetensors weights.part. && rm nvpanoptix3d_synthetic.safetensors)
 ls -la "$OUT"
