@@ -27,8 +27,10 @@ def parse() -> argparse.Namespace:
 
 def evaluate(args) -> tuple[dict, float]:
     """Metrics on held-out synthetic frames and seconds per 320 x 240 frame of inference on this machine."""
+    render = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_engine",
-                                                           "dataset.synthetic.eval_scenes=50"])
+                                                           "dataset.synthetic.eval_scenes=50",
+                                                           f"dataset.synthetic.render_device={render}"])
     module = load_for_action(cfg, args.checkpoint, "checkpoint", log=lambda *_: None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)

@@ -126,11 +126,27 @@ def test_cli_contract_exit_codes(tmp_path):
 
 def test_staged_initialisation_from_the_shipped_weights():
     from nvpanoptix3d.engine.checkpoint import load_state_dict
+    from nvpanoptix3d.engine.train import backbone_of_checkpoint_2d
     from nvpanoptix3d.model.network import PanopticReconstruction
-    model = PanopticReconstruction(ExperimentConfig())
-    state = load_state_dict(REPO / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors")
+    shipped = REPO / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
+    cfg = ExperimentConfig()
+    cfg = backbone_of_checkpoint_2d(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                                      checkpoint_2d=str(shipped))))
+    model = PanopticReconstruction(cfg)
+    state = load_state_dict(shipped)
     loaded2d, skipped2d = model.load_stage(state, "2d")
     loaded3d, skipped3d = model.load_stage(state, "3d")
     assert loaded2d and loaded3d and not skipped2d and not skipped3d
     assert all(n.startswith("stage3d.") for n in loaded3d)
-    assert dataclasses.asdict(ExperimentConfig().model)  # the default config is the shipped architecture
+
+
+def test_fine_tuning_takes_the_backbone_of_checkpoint_2d(tmp_path):
+    """A spec that names another backbone than the 2D checkpoint's would load none of its backbone tensors."""
+    _train(tmp_path, "parent", [])
+    parent = tmp_path / "parent" / "checkpoints" / "last.ckpt"
+    child = _train(tmp_path, "child", ["model.backbone_type=vggt", "model.embed_dim=32", "model.depth=1",
+                                       f"train.checkpoint_2d={parent}"])
+    assert any(k.startswith("model.backbone.net.") for k in child)  # transformers' ResNet, as the parent
+    init = [json.loads(line) for line in (tmp_path / "child" / "status.json").read_text().splitlines()
+            if json.loads(line)["event"] == "init"]
+    assert init[0]["stage"] == "2d" and init[0]["loaded"] > 0 and init[0]["skipped"] == 0

@@ -1,6 +1,7 @@
 """The train action: Lightning fit with status events, periodic checkpoints and staged initialisation."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import ExperimentConfig, SpecError
 from ..data import collate, get_dataset
-from .checkpoint import load_state_dict
+from .checkpoint import checkpoint_config, load_state_dict
 from .module import PanopticModule
 from .status import StatusWriter
 
@@ -130,14 +131,31 @@ def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWrit
         print(f"[init] {key}: {len(loaded)} tensors loaded, {len(skipped)} skipped (shape or name mismatch)")
 
 
+BACKBONE_KEYS = ("backbone_type", "embed_dim", "depth")
+
+
+def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fine-tuning from a 2D checkpoint of another backbone would load none of its backbone tensors: train
+    with the backbone the checkpoint was trained with (its stored model section), as evaluate and inference
+    do. Heads, loss weights and everything AutoML searches stay the spec's."""
+    path = cfg.train.checkpoint_2d
+    stored = checkpoint_config(path) if path and Path(path).is_file() else None
+    if not stored or all(stored.get(k) == getattr(cfg.model, k) for k in BACKBONE_KEYS):
+        return cfg
+    theirs = {k: stored[k] for k in BACKBONE_KEYS if k in stored}
+    print(f"[init] train.checkpoint_2d: {path} was trained with {theirs}; training with that backbone")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **theirs))
+
+
 def run_train(cfg: ExperimentConfig) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     status = StatusWriter(cfg.results_dir, enabled=int(os.environ.get("NODE_RANK", 0)) == 0)
     kwargs = trainer_kwargs(cfg)
-    module = PanopticModule(cfg)
     resume = cfg.train.resume_training_checkpoint_path or None
     if resume and not Path(resume).is_file():
         raise SpecError(f"train.resume_training_checkpoint_path: {resume} not found")
+    cfg = backbone_of_checkpoint_2d(cfg)  # also on resume: the run was built that way
+    module = PanopticModule(cfg)
     if not resume:
         stage_init(module, cfg, status)
     callback = StatusCallback(cfg, status)
