@@ -61,7 +61,9 @@ class MaskFormerConfig:
 
 @dataclass
 class DepthHeadConfig:
-    weight: float = param(1.0, "Weight of the depth loss (scale-invariant log + L1).", minimum=0.0, maximum=100.0,
+    # 10, not 1: beside the 11 layers of set losses the backbone learns depth far faster (session-3 CPU A/B:
+    # held-out AbsRel 0.46 against 0.69 after 100 steps)
+    weight: float = param(10.0, "Weight of the depth loss (scale-invariant log + L1).", minimum=0.0, maximum=100.0,
                           automl=True)
 
 
