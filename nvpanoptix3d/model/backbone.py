@@ -1,4 +1,4 @@
-"""Image backbones: a VGGT-style transformer and transformers' ResNet, both returning strides 4, 8, 16, 32."""
+"""Image backbones: VGGT's aggregator (model/vggt.py) and transformers' ResNet, both returning strides 4, 8, 16, 32."""
 from __future__ import annotations
 
 import math
@@ -6,47 +6,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig, SpecError
-
-
-class VGGTStyleBackbone(nn.Module):
-    """Patch embedding (stride 8) + pre-norm transformer blocks over the frame's tokens, as VGGT's frame
-    attention does for one view; a small conv pyramid turns the token map into four strides."""
-
-    patch = 8
-
-    def __init__(self, embed_dim: int, depth: int, heads: int = 4, checkpointing: bool = False):
-        super().__init__()
-        self.patch_embed = nn.Conv2d(3, embed_dim, self.patch, self.patch)
-        self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, 30, 40))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(embed_dim, heads, embed_dim * 4, dropout=0.0,
-                                                               batch_first=True, norm_first=True, activation="gelu")
-                                    for _ in range(depth))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.up4 = nn.Sequential(nn.ConvTranspose2d(embed_dim, embed_dim, 2, 2), nn.GELU())
-        self.stem4 = nn.Sequential(nn.Conv2d(3, embed_dim // 2, 3, 2, 1), nn.GELU(),
-                                   nn.Conv2d(embed_dim // 2, embed_dim, 3, 2, 1))  # fine detail for stride 4
-        self.down16 = nn.Conv2d(embed_dim, embed_dim, 3, 2, 1)
-        self.down32 = nn.Conv2d(embed_dim, embed_dim, 3, 2, 1)
-        self.channels = [embed_dim] * 4
-        self.checkpointing = checkpointing
-
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        x = self.patch_embed(image)
-        b, c, h, w = x.shape
-        pos = self.pos_embed if self.pos_embed.shape[-2:] == (h, w) else \
-            nn.functional.interpolate(self.pos_embed, (h, w), mode="bilinear", align_corners=False)
-        tokens = (x + pos).flatten(2).transpose(1, 2)
-        for block in self.blocks:
-            tokens = checkpoint(block, tokens, use_reentrant=False) if self.checkpointing and self.training \
-                else block(tokens)
-        s8 = self.norm(tokens).transpose(1, 2).reshape(b, c, h, w)
-        s4 = self.up4(s8) + self.stem4(image)
-        s16 = self.down16(s8)
-        return [s4, s8, s16, self.down32(s16)]
+from .vggt import VGGTBackbone
 
 
 class ResNetBackbone(nn.Module):
@@ -75,7 +37,11 @@ class ResNetBackbone(nn.Module):
 
 def get_backbone(cfg: ModelConfig, checkpointing: bool = False) -> nn.Module:
     if cfg.backbone_type == "vggt":
-        backbone = VGGTStyleBackbone(cfg.embed_dim, cfg.depth, max(1, cfg.embed_dim // 32), checkpointing)
+        heads = math.gcd(cfg.embed_dim, max(1, cfg.embed_dim // 64))  # VGGT's 64 channels a head where they divide
+        if (cfg.embed_dim // heads) % 4:
+            raise SpecError(f"model.embed_dim: {cfg.embed_dim} leaves {cfg.embed_dim // heads} channels per attention "
+                            "head; the vggt backbone's 2D rotary embedding needs a multiple of 4 (e.g. 128, 1024)")
+        backbone = VGGTBackbone(cfg.embed_dim, cfg.depth, heads, checkpointing)
     elif cfg.backbone_type in ResNetBackbone.SIZES:
         backbone = ResNetBackbone(cfg.backbone_type, checkpointing)
     else:
@@ -85,8 +51,13 @@ def get_backbone(cfg: ModelConfig, checkpointing: bool = False) -> nn.Module:
     return backbone
 
 
+# prefixes under which a backbone's tensors are stored: a released VGGT checkpoint (its heads are ignored) and
+# our own checkpoints / exports
+BACKBONE_PREFIXES = ("aggregator.", "model.backbone.", "backbone.")
+
+
 def load_backbone_weights(backbone: nn.Module, path: str) -> list[str]:
-    """Load matching tensors (safetensors or torch file); returns the names that did not fit."""
+    """Load the tensors that fit (safetensors or torch file); returns the backbone's names that got nothing."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"model.pretrained_backbone_path: {path} not found")
@@ -95,9 +66,16 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> list[str]:
         state = load_file(str(p))
     else:
         state = torch.load(p, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+        state = state.get("state_dict", state.get("model", state))
+    for prefix in BACKBONE_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
     own = backbone.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise SpecError(f"model.pretrained_backbone_path: no tensor of {path} fits this backbone "
+                        f"({type(backbone).__name__}); check model.backbone_type / embed_dim / depth")
     backbone.load_state_dict(fitting, strict=False)
     return sorted(set(own) - set(fitting))
 
