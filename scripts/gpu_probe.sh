@@ -12,7 +12,7 @@ for probe in "${probes[@]}"; do
   IFS=',' read -ra extra <<< "${probe#*:}"
   run=/tmp/probe_$name
   python -m nvpanoptix3d train -e scripts/specs/gpu_synthetic.yaml results_dir=$run \
-    dataset.synthetic.train_scenes=500 dataset.synthetic.render_device=cuda dataset.train.num_workers=14 \
+    dataset.synthetic.train_scenes=500 dataset.synthetic.render_device=cuda dataset.train.num_workers=3 \
     dataset.val.num_workers=2 train.num_epochs=100 train.max_time_minutes=$MINUTES "${extra[@]}" 2>&1 \
     | grep -v "it/s" | tail -n 5
   cp $run/status.json "$OUT/${name}_status.json"
