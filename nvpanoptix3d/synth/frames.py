@@ -7,6 +7,7 @@ time in launches and host-to-device copies, not in arithmetic).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -114,8 +115,10 @@ class FrameBatch:
                    f32(stuff_color), i64(stuff_texture), f32(lights),
                    torch.from_numpy(light_valid).to(device), f32(openings))
 
+    @cached_property
     def corners_camera(self) -> np.ndarray:
-        """Part corners in the camera frame of their own frame: P x 8 x 3 (host, float64)."""
+        """Part corners in the camera frame of their own frame: P x 8 x 3 (host, float64); rendering and
+        voxelisation both read them."""
         cam_from_world = np.linalg.inv(self.poses)[self.part_frame_np]          # P x 4 x 4
         return np.einsum("pij,pkj->pki", cam_from_world[:, :3, :3], self.corners_world) + \
             cam_from_world[:, None, :3, 3]

@@ -87,7 +87,7 @@ def cast(frames: FrameBatch, k: Intrinsics, batched: bool | None = None) -> Hits
     label, instance = room_label, torch.zeros_like(room_label)
     if len(frames.part_frame_np):
         batched = dev.type == "cuda" if batched is None else batched
-        rects, seen = screen_rects(frames.corners_camera(), k)
+        rects, seen = screen_rects(frames.corners_camera, k)
         step = _cast_parts_batched if batched else _cast_parts_one_by_one
         step(frames, rects, seen, dirs, t_best, part_index, normal)
         is_part, safe = part_index >= 0, part_index.clamp(min=0)

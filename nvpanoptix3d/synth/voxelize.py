@@ -127,7 +127,7 @@ class FrustumVoxelizer:
     def _part_boxes(self, fb: FrameBatch) -> tuple[np.ndarray, np.ndarray]:
         """Per part, the voxel box [lo, hi) that holds every voxel within the truncation of it."""
         g = self.grid
-        grid_pts = (fb.corners_camera() - g.box_min) / g.voxel_size + g.offset
+        grid_pts = (fb.corners_camera - g.box_min) / g.voxel_size + g.offset
         margin = int(math.ceil(self.truncation)) + 1
         lo = np.clip(np.floor(grid_pts.min(1)).astype(np.int64) - margin, 0, None)
         hi = np.maximum(np.minimum(np.ceil(grid_pts.max(1)).astype(np.int64) + margin, np.array(g.dims)), lo)
