@@ -22,6 +22,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--checkpoint", default=str(WEIGHTS))
     p.add_argument("--frames", type=int, default=8, help="held-out synthetic frames (test split, seed+2)")
     p.add_argument("--timing-frames", type=int, default=3)
+    p.add_argument("--depth", choices=("predicted", "ground_truth"), default="predicted",
+                   help="lift into 3D with the predicted depth (the product) or the true depth (the 3D stage's "
+                        "ceiling: what a perfect depth head would give)")
     return p.parse_args()
 
 
@@ -38,7 +41,12 @@ def evaluate(args) -> tuple[dict, float]:
     module.on_validation_epoch_start()
     with torch.no_grad():
         for i in range(args.frames):
-            module.validation_step(collate([dataset[i]]).to(device), i)
+            batch = collate([dataset[i]]).to(device)
+            if args.depth == "ground_truth":
+                teacher = torch.ones(1, dtype=torch.bool)
+                module.accumulate(batch, module.model(batch.images, gt_depth=batch.depths, teacher=teacher))
+            else:
+                module.validation_step(batch, i)
         module.on_validation_epoch_end()
         image = collate([dataset[0]]).images.to(device)
         module.model(image)

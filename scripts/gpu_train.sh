@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # One device-tool run (< 10 min): synth benchmark on the GPU, training of the shipped weights on synthetic
 # scenes generated on the fly, held-out evaluation, weights export. Resumes when RESUME=path/to/last.ckpt
-# (same machine) or continues from the shipped weights when RESUME is set to anything else (fresh machine).
+# (same machine) or continues from the shipped weights when RESUME=1 (fresh machine). A call must fit 600 s:
+# about 1.5 minutes go to start-up, held-out evaluation and export, so MINUTES grows by at most 8 per call.
 #   usage (device tool): bash scripts/gpu_train.sh   -> results under $OUT
 set -euo pipefail
+if [[ "${RESUME:-}" == */* ]] && [ ! -f "$RESUME" ]; then
+  # a fresh machine has no /tmp run: falling back to the shipped weights would silently train another branch
+  echo "error: RESUME=$RESUME not found (the machine was given back?); RESUME=1 continues from the shipped weights" >&2
+  exit 2
+fi
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}
 RUN=/tmp/nvp_run

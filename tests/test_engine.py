@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -110,6 +111,36 @@ def test_resume_continues_bit_identically(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "straight" / "status.json").read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "checkpoint"] == [1, 2]
     assert all("losses" in e and "images_per_s" in e for e in events if e["event"] == "epoch")
+
+
+def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(tmp_path):
+    """The multi-GPU path on gloo: sharded training and validation, metric sums all-reduced, one status record
+    per event. The ranks' merged validation must equal a one-process evaluation of the saved checkpoint."""
+    from nvpanoptix3d.engine.train import CPU_PROCESSES_ENV
+    two_frames = EXAMPLE / "meta" / "train.json"   # one validation frame per process
+    spec = _spec_file(tmp_path, [f"dataset.val.json_path={two_frames}", "dataset.val.batch_size=1"])
+    env = {**os.environ, CPU_PROCESSES_ENV: "2"}
+    run = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec),
+                          f"results_dir={tmp_path / 'ddp'}"], capture_output=True, text=True, cwd=REPO, env=env,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "status.json").read_text().splitlines()]
+    assert [e["devices"] for e in events if e["event"] == "start"] == [2]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1]
+    epoch = next(e for e in events if e["event"] == "epoch")
+    one = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "evaluate", "-e", str(spec),
+                          f"results_dir={tmp_path / 'eval'}", "evaluate.split=val",
+                          f"evaluate.checkpoint={tmp_path / 'ddp' / 'checkpoints' / 'last.ckpt'}"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert one.returncode == 0, one.stderr[-3000:]
+    alone = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("pq", "depth_abs_rel", "depth_rmse", "prq", "occupancy_iou", "semantic_miou"):
+        assert epoch[key] == pytest.approx(alone[key], rel=1e-5, abs=1e-9), key
+    # fewer validation frames than processes would leave one process without a shard: refused up front
+    short = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec),
+                            f"results_dir={tmp_path / 'short'}", f"dataset.val.json_path={EXAMPLE / 'meta' / 'val.json'}"],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert short.returncode == 2 and "dataset.val: 1 frame(s) for 2 training processes" in short.stderr
 
 
 def test_cli_contract_exit_codes(tmp_path):

@@ -106,3 +106,55 @@ def test_metric_set_on_sparse_volumes_equals_dense():
     m.add_3d(*to_sparse(gt_sem, gt_inst), *to_sparse(pred_sem, pred_inst))
     dense = prq(((gt_sem.ravel(), gt_inst.ravel()), (pred_sem.ravel(), pred_inst.ravel())))
     assert m.summary()["prq"] == pytest.approx(dense.quality)
+
+
+def test_depth_metrics_hand_computed():
+    import torch
+    m = MetricSet()
+    sem = torch.zeros(1, 4, dtype=torch.long)
+    gt = torch.tensor([[1.0, 2.0, 4.0, 5.0]])
+    m.add_2d(sem, sem, sem, sem, gt, torch.tensor([[1.1, 2.0, 2.0, 5.0]]))
+    r = m.summary()
+    assert r["depth_abs_rel"] == pytest.approx((0.1 + 0.5) / 4)
+    assert r["depth_rmse"] == pytest.approx(np.sqrt((0.01 + 4.0) / 4))
+    assert r["depth_delta1"] == pytest.approx(3 / 4)   # the ratio-2 pixel fails delta < 1.25
+    # a prediction off by a global factor: every plain metric fails, the scale-aligned AbsRel is exact
+    m = MetricSet()
+    m.add_2d(sem, sem, sem, sem, gt, 2 * gt)
+    r = m.summary()
+    assert r["depth_abs_rel"] == pytest.approx(1.0) and r["depth_delta1"] == 0.0
+    assert r["depth_abs_rel_scaled"] == pytest.approx(0.0)
+
+
+def test_metric_state_of_shards_sums_to_the_whole_set():
+    """DDP: each rank evaluates a shard and the ranks all-reduce state_tensor(); the summary must be the one
+    of the whole set."""
+    import torch
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(4):
+        sem = torch.from_numpy(rng.integers(0, 13, (6, 8)))
+        inst = torch.where(torch.from_numpy(IS_THING)[sem], torch.from_numpy(rng.integers(1, 3, (6, 8))), 0)
+        depth = torch.from_numpy(rng.uniform(0.5, 5.0, (6, 8)))
+        idx = torch.from_numpy(rng.integers(0, 16, (40, 3)))
+        idx = idx.unique(dim=0)
+        vs = torch.from_numpy(rng.integers(1, 13, len(idx)))
+        vi = torch.where(torch.from_numpy(IS_THING)[vs], 1, 0)
+        frames.append((sem, inst, depth, idx, vs, vi))
+
+    def evaluate(subset):
+        m = MetricSet()
+        for sem, inst, depth, idx, vs, vi in subset:
+            m.add_2d(sem, inst, sem.roll(1, 0), inst, depth, depth * 1.1 + 0.05)
+            m.add_3d(idx, vs, vi, idx[::2], vs[::2].roll(1), vi[::2])
+        return m
+
+    whole = evaluate(frames).summary()
+    merged = MetricSet()
+    merged.load_state_tensor(evaluate(frames[:2]).state_tensor() + evaluate(frames[2:]).state_tensor())
+    got = merged.summary()
+    assert set(got) == set(whole)
+    for key, value in whole.items():
+        if not isinstance(value, dict):
+            assert got[key] == pytest.approx(value, abs=1e-12), key
+    assert got["prq_per_class"] == whole["prq_per_class"]

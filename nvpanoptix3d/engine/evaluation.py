@@ -30,8 +30,9 @@ class MetricSet:
     ignore_3d: set = field(default_factory=lambda: {CEILING})
     pq: PanopticAccumulator = None
     prq: PanopticAccumulator = None
-    depth_abs_rel: list = field(default_factory=list)
-    depth_sq_err: list = field(default_factory=list)
+    # depth as sums over valid pixels: abs_rel, squared error, delta < 1.25, abs_rel after aligning each image's
+    # median to the truth (what is left once the global scale error is removed), pixel count
+    depth_sums: np.ndarray = field(default_factory=lambda: np.zeros(5))
     occ_inter: int = 0
     occ_union: int = 0
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
@@ -43,11 +44,13 @@ class MetricSet:
 
     def add_2d(self, gt_sem, gt_inst, pred_sem, pred_inst, gt_depth, pred_depth) -> None:
         self.pq.add(gt_sem.cpu().numpy(), gt_inst.cpu().numpy(), pred_sem.cpu().numpy(), pred_inst.cpu().numpy())
-        valid = gt_depth > 0
+        valid = (gt_depth > 0) & (pred_depth > 0)
         if valid.any():
             g, p = gt_depth[valid].double(), pred_depth[valid].double()
-            self.depth_abs_rel.append(((p - g).abs() / g).cpu())
-            self.depth_sq_err.append(((p - g) ** 2).cpu())
+            scaled = p * (g.median() / p.median())
+            self.depth_sums += [float(((p - g).abs() / g).sum()), float(((p - g) ** 2).sum()),
+                                float((torch.maximum(p / g, g / p) < 1.25).sum()),
+                                float(((scaled - g).abs() / g).sum()), float(valid.sum())]
 
     def add_3d(self, gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst) -> None:
         g_sem, g_inst, p_sem, p_inst = aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst)
@@ -65,9 +68,10 @@ class MetricSet:
             pq = self.pq.result().as_dict("pq")
             out.update({k: v for k, v in pq.items() if k != "per_class"})
             out["pq_per_class"] = pq["per_class"]
-        if self.depth_abs_rel:
-            out["depth_abs_rel"] = float(torch.cat(self.depth_abs_rel).mean())
-            out["depth_rmse"] = float(torch.cat(self.depth_sq_err).mean().sqrt())
+        if self.depth_sums[-1]:
+            abs_rel, sq, delta1, abs_rel_scaled, n = self.depth_sums
+            out.update(depth_abs_rel=abs_rel / n, depth_rmse=float(np.sqrt(sq / n)), depth_delta1=delta1 / n,
+                       depth_abs_rel_scaled=abs_rel_scaled / n)
         if self.frames_3d:
             prq = self.prq.result().as_dict("prq")
             out.update({k: v for k, v in prq.items() if k != "per_class"})
@@ -85,20 +89,25 @@ class MetricSet:
         out["kpi"] = out.get("prq", out.get("pq", 0.0))
         return out
 
-    # counts that can be summed across DDP ranks
+    # everything summary() reads, as sums: DDP ranks each evaluate a shard and all-reduce this vector
     def state_tensor(self) -> torch.Tensor:
         rows = []
         for acc in (self.pq, self.prq):
             for c in range(NUM_CLASSES):
                 s = acc.scores.get(c)
-                rows.append([s.tp, s.fp, s.fn, s.iou_sum] if s else [0, 0, 0, 0])
-        return torch.tensor(rows, dtype=torch.float64)
+                rows += [s.tp, s.fp, s.fn, s.iou_sum] if s else [0, 0, 0, 0]
+        rows += [*self.depth_sums, self.occ_inter, self.occ_union, self.frames_3d]
+        return torch.tensor(rows + self.confusion.ravel().tolist(), dtype=torch.float64)
 
     def load_state_tensor(self, t: torch.Tensor) -> None:
-        for a, acc in enumerate((self.pq, self.prq)):
+        values = t.tolist()
+        for acc in (self.pq, self.prq):
             acc.scores = {}
             for c in range(NUM_CLASSES):
-                tp, fp, fn, iou = t[a * NUM_CLASSES + c].tolist()
+                tp, fp, fn, iou = values[:4]
+                values = values[4:]
                 if tp or fp or fn:
                     acc.scores[c] = ClassScore(int(tp), int(fp), int(fn), iou)
-
+        self.depth_sums = np.array(values[:5])
+        self.occ_inter, self.occ_union, self.frames_3d = (int(v) for v in values[5:8])
+        self.confusion = np.array(values[8:], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)

@@ -49,7 +49,10 @@ class PanopticModule(L.LightningModule):
         self.metrics = MetricSet(ignore) if ignore is not None else MetricSet()
 
     def validation_step(self, batch: Batch, batch_idx: int):
-        out = self.model(batch.images)
+        self.accumulate(batch, self.model(batch.images))
+
+    def accumulate(self, batch: Batch, out) -> None:
+        """Adds one batch's predictions to the running metrics."""
         size = tuple(batch.images.shape[-2:])
         for i in range(batch.images.shape[0]):
             pan = panoptic_2d(out.out2d, i, self.cfg, size)

@@ -35,6 +35,19 @@ class EpochSeededSampler(Sampler):
         return len(range(self.rank, self.length, self.world))
 
 
+class ShardSampler(Sampler):
+    """Evaluation under DDP: rank r takes frames r, r + world, ... so the ranks' metric sums cover the split once."""
+
+    def __init__(self, length: int, rank: int = 0, world: int = 1):
+        self.indices = range(rank, length, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class StatusCallback(L.Callback):
     """status.json events and checkpoints every checkpoint_interval epochs, tagged with the latest KPI."""
 
@@ -87,6 +100,11 @@ def _atomic_save(trainer, path: Path) -> None:
         os.replace(tmp, path)
 
 
+# DDP over CPU processes (gloo): the distributed path (sharded data, all-reduced metrics, rank-0 records) is
+# tested on machines without GPUs
+CPU_PROCESSES_ENV = "NVPANOPTIX3D_CPU_PROCESSES"
+
+
 def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     t = cfg.train
     use_gpu = t.num_gpus > 0 and torch.cuda.is_available()
@@ -100,6 +118,11 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict:
             from lightning.pytorch.strategies import DDPStrategy
             # the seed's rule: activation checkpointing needs find_unused_parameters=False
             kwargs["strategy"] = DDPStrategy(find_unused_parameters=not t.activation_checkpoint)
+    elif int(os.environ.get(CPU_PROCESSES_ENV, "1")) > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+        kwargs["devices"] = int(os.environ[CPU_PROCESSES_ENV])
+        kwargs["strategy"] = DDPStrategy(process_group_backend="gloo",
+                                         find_unused_parameters=not t.activation_checkpoint)
     else:
         kwargs["devices"] = 1
     return kwargs
@@ -113,7 +136,8 @@ def _worker_context(cfg: ExperimentConfig, workers: int) -> str | None:
 def make_loader(cfg: ExperimentConfig, split: str, train: bool, rank: int = 0, world: int = 1) -> DataLoader:
     dataset = get_dataset(cfg.dataset, split, train)
     split_cfg = getattr(cfg.dataset, split)
-    sampler = EpochSeededSampler(len(dataset), cfg.train.seed, rank, world) if train else None
+    sampler = EpochSeededSampler(len(dataset), cfg.train.seed, rank, world) if train else \
+        ShardSampler(len(dataset), rank, world)
     return DataLoader(dataset, batch_size=split_cfg.batch_size, sampler=sampler, shuffle=False,
                       num_workers=split_cfg.num_workers, collate_fn=collate, drop_last=False,
                       persistent_workers=split_cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
@@ -149,24 +173,29 @@ def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def run_train(cfg: ExperimentConfig) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    status = StatusWriter(cfg.results_dir, enabled=int(os.environ.get("NODE_RANK", 0)) == 0)
     kwargs = trainer_kwargs(cfg)
     resume = cfg.train.resume_training_checkpoint_path or None
     if resume and not Path(resume).is_file():
         raise SpecError(f"train.resume_training_checkpoint_path: {resume} not found")
     cfg = backbone_of_checkpoint_2d(cfg)  # also on resume: the run was built that way
-    module = PanopticModule(cfg)
-    if not resume:
-        stage_init(module, cfg, status)
+    status = StatusWriter(cfg.results_dir, enabled=False)
     callback = StatusCallback(cfg, status)
     max_time = {"minutes": cfg.train.max_time_minutes} if cfg.train.max_time_minutes > 0 else None
     trainer = L.Trainer(max_epochs=cfg.train.num_epochs, max_steps=cfg.train.optim.max_steps, max_time=max_time,
                         check_val_every_n_epoch=cfg.train.validation_interval, callbacks=[callback],
                         enable_progress_bar=True, num_sanity_val_steps=0, use_distributed_sampler=False,
                         **kwargs)
+    status.enabled = trainer.is_global_zero  # one record per event, whatever the number of processes
+    module = PanopticModule(cfg)
+    if not resume:
+        stage_init(module, cfg, status)
     world = trainer.world_size
     train_loader = make_loader(cfg, "train", True, trainer.global_rank, world)
-    val_loader = make_loader(cfg, "val", False)
+    val_loader = make_loader(cfg, "val", False, trainer.global_rank, world)
+    if len(val_loader.dataset) < world:
+        # a process with an empty shard skips validation and the others wait for it in the metric all-reduce
+        raise SpecError(f"dataset.val: {len(val_loader.dataset)} frame(s) for {world} training processes; each "
+                        f"process validates its own share: give the val split at least {world} frames")
     status.write("start", action="train", accelerator=kwargs["accelerator"], precision=kwargs["precision"],
                  devices=world, frames=len(train_loader.dataset), resume=resume)
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
