@@ -158,6 +158,19 @@ def test_frames_generated_together_equal_frames_generated_alone():
             assert torch.equal(t.truth.instance, alone.truth.instance)
 
 
+def test_frames_without_3d_truth_have_the_same_images():
+    """2D-only training skips the voxelisation; the images must not change with it."""
+    from nvpanoptix3d.synth.generate import generate_frames
+    from nvpanoptix3d.synth.voxelize import FrustumVoxelizer
+    vox = FrustumVoxelizer(front3d_grid())
+    jobs = [(0, 0), (3, 1)]
+    full, flat = generate_frames(5, jobs, vox), generate_frames(5, jobs, vox, with_3d=False)
+    for a, b in zip(full, flat):
+        assert a.truth is not None and b.truth is None and a.image_id == b.image_id
+        assert torch.equal(a.image.rgb, b.image.rgb) and torch.equal(a.image.depth, b.image.depth)
+        assert torch.equal(a.image.semantic, b.image.semantic)
+
+
 def test_sensor_noise_is_zero_mean_unit_variance_and_seeded():
     from nvpanoptix3d.synth.render import hash_noise
     a = hash_noise(torch.tensor([1, 2]), (240, 320, 3))

@@ -36,7 +36,8 @@ class SyntheticDataset(Dataset):
         jobs = [divmod(i, self.frames) for i in indices]
         # 8 frames per call already reach 320 frames/s on an H100; larger calls only raise each worker's memory
         return [self._sample(f) for at in range(0, len(jobs), self.FRAMES_PER_CALL)
-                for f in generate_frames(self.seed, jobs[at:at + self.FRAMES_PER_CALL], self._voxelizer)]
+                for f in generate_frames(self.seed, jobs[at:at + self.FRAMES_PER_CALL], self._voxelizer,
+                                           with_3d=self.enable_3d)]
 
     FRAMES_PER_CALL = 8
 

@@ -34,7 +34,7 @@ class SynthFrame:
     image_id: str
     pose: np.ndarray
     image: RenderedFrame
-    truth: FrustumTruth
+    truth: FrustumTruth | None   # None when generated without 3D truth
 
 
 def scene_id(seed: int, index: int) -> str:
@@ -54,10 +54,11 @@ def image_id(seed: int, index: int, frame: int, layout: Layout = FRONT3D) -> str
 
 def generate_frames(seed: int, jobs: list[tuple[int, int]], voxelizer: FrustumVoxelizer,
                     scenes: dict[int, Scene] | None = None, noise: bool = True,
-                    layout: Layout = FRONT3D) -> list[SynthFrame]:
+                    layout: Layout = FRONT3D, with_3d: bool = True) -> list[SynthFrame]:
     """Frames (scene index, frame index) rendered and voxelised together (one batch of kernels): each the same
     on any worker and device, in any batch, for the same seed. Images are rendered at the layout's stored
-    size (Matterport: twice 320 x 240); the frustum grid is the same."""
+    size (Matterport: twice 320 x 240); the frustum grid is the same. with_3d=False skips the 3D truth
+    (2D-only training), which leaves the images unchanged."""
     scenes = dict(scenes or {})
     picked, poses, shots = [], [], []
     for index, frame in jobs:
@@ -70,7 +71,7 @@ def generate_frames(seed: int, jobs: list[tuple[int, int]], voxelizer: FrustumVo
     batch = FrameBatch.build(picked, poses, voxelizer.device)
     k = voxelizer.grid.intrinsics
     images = shade(batch, k.scaled(k.width * layout.downsample, k.height * layout.downsample), shots, noise)
-    truths = voxelizer.frames(batch)
+    truths = voxelizer.frames(batch) if with_3d else [None] * len(jobs)
     return [SynthFrame(scene_id(seed, index), image_id(seed, index, frame, layout), pose, image, truth)
             for (index, frame), pose, image, truth in zip(jobs, poses, images, truths)]
 
