@@ -181,3 +181,55 @@ def test_fine_tuning_takes_the_backbone_of_checkpoint_2d(tmp_path):
     init = [json.loads(line) for line in (tmp_path / "child" / "status.json").read_text().splitlines()
             if json.loads(line)["event"] == "init"]
     assert init[0]["stage"] == "2d" and init[0]["loaded"] > 0 and init[0]["skipped"] == 0
+
+
+def test_inference_labels_only_occupied_voxels_with_the_same_result(tmp_path):
+    """Out of training the 3D label heads run on voxels above the occupancy threshold only: the panoptic
+    volume must be the one labelling every candidate gives."""
+    from nvpanoptix3d.model.postprocess import panoptic_3d
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
+    torch.manual_seed(0)
+    module = PanopticModule(cfg).eval()
+    dataset = get_dataset(cfg.dataset, "train")
+    images = collate([dataset[0], dataset[1]]).images
+    stage = module.model.stage3d
+    with torch.no_grad():
+        out2d = module.model.forward_2d(images)
+        args = (out2d.mask_features, out2d.depth, out2d.query_embed)
+        every = stage(*args, label_all=True)
+        prob = every.fine_logits.sigmoid()[every.fine_valid]
+        threshold = float(prob.median())           # half the candidates are free space
+        stage.label_above = threshold
+        sparse = stage(*args)
+    cfg3 = dataclasses.replace(cfg.model.frustum3d, occupancy_threshold=threshold)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=cfg3))
+    occupied = every.fine_valid & (every.fine_logits.sigmoid() > threshold)
+    assert 0 < int(occupied.sum()) < int(every.fine_valid.sum())
+    assert torch.equal(sparse.fine_index, every.fine_index)
+    for name in ("semantic_logits", "query_logits"):
+        a, b = getattr(sparse, name), getattr(every, name)
+        assert torch.allclose(a[occupied], b[occupied], atol=1e-5), name
+        assert not a[~occupied].any(), name
+    for i in range(2):
+        p, q = panoptic_3d(out2d, sparse, i, cfg), panoptic_3d(out2d, every, i, cfg)
+        assert torch.equal(p.index, q.index) and torch.equal(p.semantic, q.semantic)
+        assert torch.equal(p.instance, q.instance)
+    lower = dataclasses.replace(cfg3, occupancy_threshold=threshold / 2)
+    with pytest.raises(ValueError, match="occupancy_threshold"):
+        panoptic_3d(out2d, sparse, 0, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=lower)))
+
+
+def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
+    """The 3D stage samples 2D features already reduced to its width (8x fewer channels): sampling is linear
+    with zero padding, so it must equal reducing the sampled features, outside the image included."""
+    from torch.nn import functional as F
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
+    torch.manual_seed(0)
+    stage = PanopticModule(cfg).model.stage3d
+    pixels, depth = torch.randn(2, 32, 60, 80), torch.rand(2, 60, 80) * 5 + 0.5
+    index = torch.randint(0, 256, (2, 5000, 3))
+    outside = stage.lifter(index, 1, pixels, depth)[..., -1] == 0
+    assert outside.any() and (~outside).any()
+    after = stage.reduce(stage.lifter(index, 1, pixels, depth)[..., :-3])
+    before = stage.lifter(index, 1, F.conv2d(pixels, stage.reduce.weight[:, :, None, None]), depth)[..., :-3]
+    assert torch.allclose(before + stage.reduce.bias, after, atol=1e-5)

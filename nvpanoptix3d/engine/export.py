@@ -33,7 +33,7 @@ class Stage3D(nn.Module):
         self.stage3d = model.stage3d
 
     def forward(self, mask_features, depth, query_embed):
-        o = self.stage3d(mask_features, depth, query_embed)
+        o = self.stage3d(mask_features, depth, query_embed, label_all=True)
         return o.fine_index, o.fine_valid, o.fine_logits, o.semantic_logits, o.query_logits
 
 

@@ -29,6 +29,7 @@ class Output3D:
     fine_logits: torch.Tensor        # B x K2 occupancy logits
     semantic_logits: torch.Tensor    # B x K2 x num_classes
     query_logits: torch.Tensor       # B x K2 x N voxel-to-query affinities
+    labelled_above: float = 0.0      # labels were computed only where the occupancy probability exceeds this
 
 
 class Lifter(nn.Module):
@@ -47,15 +48,24 @@ class Lifter(nn.Module):
         """Camera-space centres of voxels of the level whose voxels are `factor` fine voxels wide."""
         return ((index.float() + 0.5) * factor - self.offset) * self.grid.voxel_size + self.box_min
 
-    def forward(self, index: torch.Tensor, factor: int, features: torch.Tensor, depth: torch.Tensor):
-        """index B x V x 3, features B x C x h x w, depth B x h x w -> B x V x (C + 3)."""
+    def project(self, index: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """index B x V x 3 -> grid_sample positions B x V x 1 x 2 and camera depths B x V."""
         fx, fy, cx, cy, w, h = self.intr
         p = self.centres(index, factor)
         z = p[..., 2].clamp(min=1e-3)
         u = p[..., 0] / z * fx + cx
         v = p[..., 1] / z * fy + cy
-        grid = torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)[:, :, None]  # B x V x 1 x 2
         # sampling positions stay in float32: bf16 would move them by about a pixel
+        return torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)[:, :, None], z
+
+    def features_at(self, index: torch.Tensor, factor: int, features: torch.Tensor) -> torch.Tensor:
+        """index B x V x 3, features B x C x h x w -> B x V x C."""
+        grid, _ = self.project(index, factor)
+        return F.grid_sample(features.float(), grid, align_corners=False)[..., 0].transpose(1, 2)
+
+    def forward(self, index: torch.Tensor, factor: int, features: torch.Tensor, depth: torch.Tensor):
+        """index B x V x 3, features B x C x h x w, depth B x h x w -> B x V x (C + 3)."""
+        grid, z = self.project(index, factor)
         sampled = F.grid_sample(features.float(), grid, align_corners=False)[..., 0]        # B x C x V
         d = F.grid_sample(depth[:, None].float(), grid, align_corners=False)[:, 0, :, 0]    # B x V
         inside = (grid.abs() <= 1).all(-1)[..., 0].float()
@@ -104,6 +114,7 @@ class Frustum3D(nn.Module):
         c = f3.feature_dim
         pixel_dim = cfg.sem_seg_head.hidden_dim
         self.grid, self.max_voxels = grid, max_voxels
+        self.label_above = f3.occupancy_threshold
         self.lifter = Lifter(grid)
         self.reduce = nn.Linear(pixel_dim, c)
         self.coarse = CoarseNet(c + 3, 2 * c)
@@ -138,19 +149,24 @@ class Frustum3D(nn.Module):
         return (children % 2).float() - 0.5
 
     def forward(self, mask_features: torch.Tensor, depth: torch.Tensor, query_embed: torch.Tensor,
-                forced64: torch.Tensor | None = None, forced128: torch.Tensor | None = None) -> Output3D:
-        """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth)."""
+                forced64: torch.Tensor | None = None, forced128: torch.Tensor | None = None,
+                label_all: bool = False) -> Output3D:
+        """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth).
+        Out of training, only voxels above the occupancy threshold get labels (the rest are never read) unless
+        label_all (ONNX export keeps static shapes)."""
         b = mask_features.shape[0]
         # the 3D losses train the 3D stage and the query embeddings, not the pixel features: sampling them
         # without gradient avoids grid_sample's scatter backward over millions of voxels
         pixels = mask_features.detach()
+        # reduce, then sample: sampling is linear, so this is reduce(sample(pixels)) at a fraction of the channels
+        reduced = F.conv2d(pixels, self.reduce.weight[:, :, None, None])
 
         def lift(index, factor):
-            sampled = self.lifter(index, factor, pixels, depth)
-            return torch.cat([self.reduce(sampled[..., :-3]), sampled[..., -3:]], -1), sampled[..., :-3]
+            sampled = self.lifter(index, factor, reduced, depth)
+            return torch.cat([sampled[..., :-3] + self.reduce.bias, sampled[..., -3:]], -1)
 
         idx64 = self.index64.reshape(1, -1, 3).expand(b, -1, -1)
-        lifted, _ = lift(idx64, 4)                                            # B x 64^3 x (C+3)
+        lifted = lift(idx64, 4)                                               # B x 64^3 x (C+3)
         side = self.index64.shape[0]
         vol = lifted.transpose(1, 2).reshape(b, -1, side, side, side)
         coarse_logits, coarse_feat = self.coarse(vol)
@@ -166,7 +182,7 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(feat64, 1, top1[..., None].expand(-1, -1, feat64.shape[-1]))
         mid_index = self._children(parents64)
         mid_valid = self.mask128[mid_index[..., 0], mid_index[..., 1], mid_index[..., 2]]
-        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(mid_index, 2)[0],
+        mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(mid_index, 2),
                             self._child_position(mid_index)], -1)
         mid_out = self.mid(mid_in)
         mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
@@ -182,13 +198,28 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(mid_feat, 1, top2[..., None].expand(-1, -1, mid_feat.shape[-1]))
         fine_index = self._children(parents128)
         fine_valid = self.mask256[fine_index[..., 0], fine_index[..., 1], fine_index[..., 2]]
-        fine_lifted, pixel = lift(fine_index, 1)                                  # pixel: 2D embeddings there
-        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), fine_lifted, self._child_position(fine_index)], -1)
+        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(fine_index, 1),
+                             self._child_position(fine_index)], -1)
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
-        head_in = torch.cat([fine_feat, pixel], -1)
-        embed = pixel + self.embed(head_in)
-        query_logits = torch.einsum("bvd,bnd->bvn", embed, query_embed)
+        if self.training or label_all:
+            pixel = self.lifter.features_at(fine_index, 1, pixels)               # 2D embeddings there
+            head_in = torch.cat([fine_feat, pixel], -1)
+            embed = pixel + self.embed(head_in)
+            query_logits = torch.einsum("bvd,bnd->bvn", embed, query_embed)
+            return Output3D(coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits,
+                            self.semantic(head_in), query_logits)
+        # the label heads cost more than the rest of the stage over all candidates; most are free space
+        occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
+        semantic, query_logits = [], []
+        for i in range(b):
+            rows = occupied[i].nonzero()[:, 0]
+            pixel = self.lifter.features_at(fine_index[i:i + 1, rows], 1, pixels[i:i + 1])[0]
+            h = torch.cat([fine_feat[i, rows], pixel], -1)
+            sem = self.semantic(h)
+            aff = (pixel + self.embed(h)) @ query_embed[i].transpose(0, 1)
+            semantic.append(sem.new_zeros(fine_logits.shape[1], sem.shape[-1]).index_copy(0, rows, sem))
+            query_logits.append(aff.new_zeros(fine_logits.shape[1], aff.shape[-1]).index_copy(0, rows, aff))
         return Output3D(coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits,
-                        self.semantic(head_in), query_logits)
+                        torch.stack(semantic), torch.stack(query_logits), self.label_above)

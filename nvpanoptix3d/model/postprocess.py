@@ -79,6 +79,9 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     f3, mf = cfg.model.frustum3d, cfg.model.mask_former
     mode = mode or cfg.model.mode
     prob = out3d.fine_logits[i].float().sigmoid()
+    if f3.occupancy_threshold < out3d.labelled_above:
+        raise ValueError(f"model.frustum3d.occupancy_threshold {f3.occupancy_threshold} is below the "
+                         f"{out3d.labelled_above} the 3D stage labelled voxels above; set it on the model")
     occupied = out3d.fine_valid[i] & (prob > f3.occupancy_threshold)
     index = out3d.fine_index[i][occupied]
     sem_logits = out3d.semantic_logits[i][occupied].float()
