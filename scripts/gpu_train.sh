@@ -3,6 +3,7 @@
 # scenes generated on the fly, held-out evaluation, weights export. Resumes when RESUME=path/to/last.ckpt
 # (same machine) or continues from the shipped weights when RESUME=1 (fresh machine). A call must fit 600 s:
 # about 1.5 minutes go to start-up, held-out evaluation and export, so MINUTES grows by at most 8 per call.
+# STAGE=2d trains the 2D stage alone (depth is the 3D stage's bottleneck) and ships it with the current 3D stage.
 #   usage (device tool): bash scripts/gpu_train.sh   -> results under $OUT
 set -euo pipefail
 if [[ "${RESUME:-}" == */* ]] && [ ! -f "$RESUME" ]; then
@@ -28,15 +29,23 @@ elif [ -n "${RESUME:-}" ]; then
   extra+=("train.checkpoint_2d=$w" "train.checkpoint_3d=$w")
   RUN=/tmp/nvp_run2
 fi
+keep3d=()
+if [ "${STAGE:-}" = 2d ]; then
+  # depth / 2D only: no 3D truth to generate, no 3D stage to run; the shipped 3D stage is kept in the export
+  extra+=("dataset.enable_3d=false")
+  keep3d=(--stage3d-from nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors)
+fi
 # EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
 read -ra more <<< "${EXTRA:-}"
 python -m nvpanoptix3d train -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN \
   train.max_time_minutes=$MINUTES train.num_epochs=$EPOCHS "${extra[@]}" "${more[@]}" 2>&1 | grep -v "it/s" | tail -n 30
 cp $RUN/status.json "$OUT/train_status.json"
+weights="$OUT/nvpanoptix3d_synthetic.safetensors"
+python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$weights" "${keep3d[@]}"
+# held-out numbers of exactly what ships (fp16 weights, both stages)
 python -m nvpanoptix3d evaluate -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN/eval \
-  evaluate.checkpoint=$RUN/checkpoints/last.ckpt evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
+  evaluate.checkpoint="$weights" evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
 cp $RUN/eval/metrics.json "$OUT/metrics_test.json"
-python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$OUT/nvpanoptix3d_synthetic.safetensors"
 # files come back from the device tool at most 16 MiB each: join here with `cat weights.part.* > x.safetensors`
 (cd "$OUT" && split -b 15M nvpanoptix3d_synthetic.safetensors weights.part. && rm nvpanoptix3d_synthetic.safetensors)
 ls -la "$OUT"

@@ -233,3 +233,23 @@ def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
     after = stage.reduce(stage.lifter(index, 1, pixels, depth)[..., :-3])
     before = stage.lifter(index, 1, F.conv2d(pixels, stage.reduce.weight[:, :, None, None]), depth)[..., :-3]
     assert torch.allclose(before + stage.reduce.bias, after, atol=1e-5)
+
+
+def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
+    """scripts/gpu_train.sh STAGE=2d: the 2D checkpoint's tensors plus the 3D stage of the weights it came from."""
+    from nvpanoptix3d.engine.checkpoint import load_state_dict
+    flat = _train(tmp_path, "flat", ["dataset.enable_3d=false"])
+    full = _train(tmp_path, "full", [])
+    assert not any(k.startswith("model.stage3d.") for k in flat)
+    out = tmp_path / "merged.safetensors"
+    script = [sys.executable, "scripts/export_weights.py"]
+    subprocess.run([*script, str(tmp_path / "flat/checkpoints/last.ckpt"), str(out),
+                    "--stage3d-from", str(tmp_path / "full/checkpoints/last.ckpt")], check=True, cwd=REPO)
+    merged = load_state_dict(out)
+    assert set(merged) == {k[len("model."):] for k in full}
+    for key, value in merged.items():
+        source = flat if not key.startswith("stage3d.") else full
+        assert torch.equal(value, source["model." + key].half() if value.is_floating_point() else source["model." + key])
+    refused = subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(tmp_path / "x.safetensors"),
+                              "--stage3d-from", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode != 0 and "has its own 3D stage" in refused.stderr
