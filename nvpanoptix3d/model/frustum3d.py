@@ -58,20 +58,23 @@ class Lifter(nn.Module):
         # sampling positions stay in float32: bf16 would move them by about a pixel
         return torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)[:, :, None], z
 
+    @staticmethod
+    def _sample(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """features B x C x h x w at grid B x V x 1 x 2 -> B x V x C (zero outside the image)."""
+        return F.grid_sample(features.float(), grid, align_corners=False)[..., 0].transpose(1, 2)
+
     def features_at(self, index: torch.Tensor, factor: int, features: torch.Tensor) -> torch.Tensor:
         """index B x V x 3, features B x C x h x w -> B x V x C."""
-        grid, _ = self.project(index, factor)
-        return F.grid_sample(features.float(), grid, align_corners=False)[..., 0].transpose(1, 2)
+        return self._sample(features, self.project(index, factor)[0])
 
     def forward(self, index: torch.Tensor, factor: int, features: torch.Tensor, depth: torch.Tensor):
         """index B x V x 3, features B x C x h x w, depth B x h x w -> B x V x (C + 3)."""
         grid, z = self.project(index, factor)
-        sampled = F.grid_sample(features.float(), grid, align_corners=False)[..., 0]        # B x C x V
-        d = F.grid_sample(depth[:, None].float(), grid, align_corners=False)[:, 0, :, 0]    # B x V
+        d = self._sample(depth[:, None], grid)[..., 0]                                      # B x V
         inside = (grid.abs() <= 1).all(-1)[..., 0].float()
         sdf = ((z - d) / (self.grid.voxel_size * factor)).clamp(-4, 4) / 4
         cues = torch.stack([sdf * inside, sdf.abs() * inside, inside], -1)
-        return torch.cat([sampled.transpose(1, 2), cues], -1)
+        return torch.cat([self._sample(features, grid), cues], -1)
 
 
 class ResBlock3d(nn.Module):
