@@ -253,3 +253,36 @@ def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
     refused = subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(tmp_path / "x.safetensors"),
                               "--stage3d-from", str(out)], capture_output=True, text=True, cwd=REPO)
     assert refused.returncode != 0 and "has its own 3D stage" in refused.stderr
+
+
+def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
+    """Training runs the 3D label heads on truly occupied candidates only: losses and gradients must be those
+    of labelling every candidate densely (the export path)."""
+    from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
+    torch.manual_seed(0)
+    module = PanopticModule(cfg).train()
+    dataset = get_dataset(cfg.dataset, "train")
+    batch = collate([dataset[0], dataset[1]])
+    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions))
+
+    def losses_and_grads(dense: bool):
+        module.zero_grad()
+        out = module.model(batch.images, g64, g128)
+        if dense:
+            fine_index, fine_feat, pixels, query_embed = out.out3d.label.args
+            stage = module.model.stage3d
+            sem, query = stage._heads(fine_feat, stage.lifter.features_at(fine_index, 1, pixels), query_embed)
+            out.out3d.label = lambda rows: (sem[rows], query[rows])
+        losses = compute_losses(out, batch, cfg, g64, g128)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in module.model.stage3d.named_parameters() if p.grad is not None}
+        return {k: float(v) for k, v in losses.items()}, grads
+
+    sparse_losses, sparse_grads = losses_and_grads(False)
+    dense_losses, dense_grads = losses_and_grads(True)
+    assert sparse_losses["sem3d"] > 0 and sparse_losses["inst3d"] > 0
+    assert sparse_losses == pytest.approx(dense_losses, rel=1e-5)
+    assert sparse_grads.keys() == dense_grads.keys() and any(n.startswith("semantic.") for n in sparse_grads)
+    for name in dense_grads:
+        assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name

@@ -7,6 +7,8 @@ inference and ONNX export; `max_voxels` bounds the 256^3 level.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -27,9 +29,13 @@ class Output3D:
     fine_index: torch.Tensor         # B x K2 x 3 candidate voxels at 256^3
     fine_valid: torch.Tensor         # B x K2 bool (inside the frustum)
     fine_logits: torch.Tensor        # B x K2 occupancy logits
-    semantic_logits: torch.Tensor    # B x K2 x num_classes
-    query_logits: torch.Tensor       # B x K2 x N voxel-to-query affinities
-    labelled_above: float = 0.0      # labels were computed only where the occupancy probability exceeds this
+    # B x K2 x num_classes and B x K2 x N voxel-to-query affinities: out of training only where the occupancy
+    # probability exceeds labelled_above (zero elsewhere); None in training, whose losses call label
+    semantic_logits: torch.Tensor | None
+    query_logits: torch.Tensor | None
+    labelled_above: float
+    # rows (B x K2 bool) -> (semantic, affinities) of those voxels (R x num_classes, R x N, in rows.nonzero() order)
+    label: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class Lifter(nn.Module):
@@ -156,7 +162,7 @@ class Frustum3D(nn.Module):
                 label_all: bool = False) -> Output3D:
         """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth).
         Out of training, only voxels above the occupancy threshold get labels (the rest are never read) unless
-        label_all (ONNX export keeps static shapes)."""
+        label_all (ONNX export keeps static shapes); training's losses label the voxels they read."""
         b = mask_features.shape[0]
         # the 3D losses train the 3D stage and the query embeddings, not the pixel features: sampling them
         # without gradient avoids grid_sample's scatter backward over millions of voxels
@@ -206,23 +212,34 @@ class Frustum3D(nn.Module):
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
-        if self.training or label_all:
-            pixel = self.lifter.features_at(fine_index, 1, pixels)               # 2D embeddings there
-            head_in = torch.cat([fine_feat, pixel], -1)
-            embed = pixel + self.embed(head_in)
-            query_logits = torch.einsum("bvd,bnd->bvn", embed, query_embed)
-            return Output3D(coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits,
-                            self.semantic(head_in), query_logits)
-        # the label heads cost more than the rest of the stage over all candidates; most are free space
+        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
+        geometry = (coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits)
+        if label_all:  # static shapes for ONNX export
+            semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
+                                                 query_embed)
+            return Output3D(*geometry, semantic, query_logits, 0.0, label)
+        if self.training:  # the losses label only the occupied voxels they read
+            return Output3D(*geometry, None, None, 0.0, label)
+        # the label heads over every candidate would cost more than the rest of the stage; most are free space
         occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
-        semantic, query_logits = [], []
-        for i in range(b):
-            rows = occupied[i].nonzero()[:, 0]
-            pixel = self.lifter.features_at(fine_index[i:i + 1, rows], 1, pixels[i:i + 1])[0]
-            h = torch.cat([fine_feat[i, rows], pixel], -1)
-            sem = self.semantic(h)
-            aff = (pixel + self.embed(h)) @ query_embed[i].transpose(0, 1)
-            semantic.append(sem.new_zeros(fine_logits.shape[1], sem.shape[-1]).index_copy(0, rows, sem))
-            query_logits.append(aff.new_zeros(fine_logits.shape[1], aff.shape[-1]).index_copy(0, rows, aff))
-        return Output3D(coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits,
-                        torch.stack(semantic), torch.stack(query_logits), self.label_above)
+        rows_semantic, rows_query = label(occupied)
+        semantic = rows_semantic.new_zeros(*occupied.shape, rows_semantic.shape[-1])
+        query_logits = rows_query.new_zeros(*occupied.shape, rows_query.shape[-1])
+        semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
+        return Output3D(*geometry, semantic, query_logits, self.label_above, label)
+
+    def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, query_embed: torch.Tensor):
+        """Semantic logits and query affinities of voxels (... x V) from their 3D features and 2D embeddings."""
+        head_in = torch.cat([feat, pixel], -1)
+        embed = pixel + self.embed(head_in)
+        return self.semantic(head_in), embed @ query_embed.transpose(-1, -2)
+
+    def _label_rows(self, fine_index, fine_feat, pixels, query_embed, rows: torch.Tensor):
+        semantic, query = [], []
+        for i in range(rows.shape[0]):
+            r = rows[i].nonzero()[:, 0]
+            pixel = self.lifter.features_at(fine_index[i:i + 1, r], 1, pixels[i:i + 1])[0]
+            sem, aff = self._heads(fine_feat[i, r], pixel, query_embed[i])
+            semantic.append(sem)
+            query.append(aff)
+        return torch.cat(semantic), torch.cat(query)

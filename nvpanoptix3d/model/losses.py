@@ -110,9 +110,14 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     occ, sem, inst = fine_truth(o, batch, side)
     loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
     zero = o.fine_logits.sum() * 0
-    sem_loss = F.cross_entropy(o.semantic_logits[occ].float(), sem[occ]) if occ.any() else zero
+    if not occ.any():
+        return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
+                "sem3d": zero, "inst3d": zero}
+    # labels only where the truth is occupied: the 3D semantic and instance losses read nothing else
+    semantic_logits, query_logits = o.label(occ)
+    sem_loss = F.cross_entropy(semantic_logits.float(), sem[occ])
     inst_loss = zero
-    if len(matches.query) and occ.any():
+    if len(matches.query):
         # each occupied voxel's segment -> the query matched to that segment in its image
         seg = matches.segments
         table = (matches.image << IMAGE_SHIFT) + seg.keys[matches.segment]
@@ -123,7 +128,7 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
         pos = torch.searchsorted(table, vkey).clamp(max=len(table) - 1)
         hit = occ & (table[pos] == vkey)
         if hit.any():
-            inst_loss = F.cross_entropy(o.query_logits[hit].float(), query[pos[hit]])
+            inst_loss = F.cross_entropy(query_logits[hit[occ]].float(), query[pos[hit]])
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
