@@ -14,6 +14,7 @@ fi
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_out}
 RUN=/tmp/nvp_run
+SHIPPED=nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors
 MINUTES=${MINUTES:-7.5}
 EPOCHS=${EPOCHS:-4}
 mkdir -p "$OUT"
@@ -25,15 +26,15 @@ if [ -n "${RESUME:-}" ] && [ -f "${RESUME}" ]; then
   extra+=("train.resume_training_checkpoint_path=$RESUME")
   RUN=$(dirname "$(dirname "$RESUME")")
 elif [ -n "${RESUME:-}" ]; then
-  w=nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors    # fresh machine: continue from the shipped weights
-  extra+=("train.checkpoint_2d=$w" "train.checkpoint_3d=$w")
+  # fresh machine: continue from the shipped weights
+  extra+=("train.checkpoint_2d=$SHIPPED" "train.checkpoint_3d=$SHIPPED")
   RUN=/tmp/nvp_run2
 fi
 keep3d=()
 if [ "${STAGE:-}" = 2d ]; then
   # depth / 2D only: no 3D truth to generate, no 3D stage to run; the shipped 3D stage is kept in the export
   extra+=("dataset.enable_3d=false")
-  keep3d=(--stage3d-from nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors)
+  keep3d=(--stage3d-from "$SHIPPED")
 fi
 # EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
 read -ra more <<< "${EXTRA:-}"

@@ -97,6 +97,29 @@ def _weighted_bce(logits, target, valid, surface_weight):
     return loss / w.sum().clamp(min=1.0)
 
 
+def _label_losses(o, occ, sem, inst, matches: Matches) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled."""
+    zero = o.fine_logits.sum() * 0
+    if not occ.any():
+        return zero, zero
+    semantic_logits, query_logits = o.label(occ)
+    sem_loss = F.cross_entropy(semantic_logits.float(), sem[occ])
+    if not len(matches.query):
+        return sem_loss, zero
+    # each occupied voxel's segment -> the query matched to that segment in its image
+    seg = matches.segments
+    table = (matches.image << IMAGE_SHIFT) + seg.keys[matches.segment]
+    order = table.argsort()
+    table, query = table[order], matches.query[order]
+    image = torch.arange(occ.shape[0], device=occ.device)[:, None].expand_as(occ)
+    vkey = (image << IMAGE_SHIFT) + segment_key(sem, inst)
+    pos = torch.searchsorted(table, vkey).clamp(max=len(table) - 1)
+    hit = occ & (table[pos] == vkey)
+    if not hit.any():
+        return sem_loss, zero
+    return sem_loss, F.cross_entropy(query_logits[hit[occ]].float(), query[pos[hit]])
+
+
 def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128) -> dict:
     f3 = cfg.model.frustum3d
     o = out.out3d
@@ -109,26 +132,7 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ, sem, inst = fine_truth(o, batch, side)
     loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
-    zero = o.fine_logits.sum() * 0
-    if not occ.any():
-        return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
-                "sem3d": zero, "inst3d": zero}
-    # labels only where the truth is occupied: the 3D semantic and instance losses read nothing else
-    semantic_logits, query_logits = o.label(occ)
-    sem_loss = F.cross_entropy(semantic_logits.float(), sem[occ])
-    inst_loss = zero
-    if len(matches.query):
-        # each occupied voxel's segment -> the query matched to that segment in its image
-        seg = matches.segments
-        table = (matches.image << IMAGE_SHIFT) + seg.keys[matches.segment]
-        order = table.argsort()
-        table, query = table[order], matches.query[order]
-        image = torch.arange(occ.shape[0], device=occ.device)[:, None].expand_as(occ)
-        vkey = (image << IMAGE_SHIFT) + segment_key(sem, inst)
-        pos = torch.searchsorted(table, vkey).clamp(max=len(table) - 1)
-        hit = occ & (table[pos] == vkey)
-        if hit.any():
-            inst_loss = F.cross_entropy(query_logits[hit[occ]].float(), query[pos[hit]])
+    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches)
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
