@@ -1,9 +1,13 @@
 """Training step of the shipped recipe (both stages, 256^3 grid): seconds per step, images/s, peak GPU memory.
 
-    python bench/train_step.py [--batch 2] [--steps 3] [--precision fp32|bf16]
+    python bench/train_step.py [--batch 2] [--steps 3] [--precision fp32|bf16] [--stage both|2d] [--profile]
+                               [--loader-batches N] [--workers K]
 
 Forward, losses and backward on synthetic frames generated once (the data loader is not timed); no optimiser
-step, so every step sees the same weights. A GPU is used when there is one.
+step, so every step sees the same weights. A GPU is used when there is one. --stage 2d is the depth / 2D-only
+recipe (dataset.enable_3d=false). --profile prints the ops that take the most device time and the number of
+kernel launches and host synchronisations per step. --loader-batches N also times the training data loader
+alone (the spec's workers), whose rate bounds training's images/s.
 """
 from __future__ import annotations
 
@@ -26,27 +30,66 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--stage", choices=("both", "2d"), default="both")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--loader-batches", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: the spec's)")
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_train_step",
-                                                           f"dataset.synthetic.render_device={device.type}"])
+                                                           f"dataset.synthetic.render_device={device.type}",
+                                                           f"dataset.enable_3d={str(a.stage == 'both').lower()}",
+                                                           f"dataset.train.batch_size={a.batch}"])
     module = PanopticModule(cfg).to(device).train()
     batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(a.batch)))).to(device)
-    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions))
+    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions)) if cfg.dataset.enable_3d \
+        else (None, None)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for _ in range(a.steps + 1):  # the first step warms up
-        sync()
-        start = time.perf_counter()
+
+    def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=a.precision == "bf16"):
             out = module.model(batch.images, g64, g128)
             losses = compute_losses(out, batch, cfg, g64, g128)
         sum(losses.values()).backward()
         module.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(a.steps + 1):  # the first step warms up
+        sync()
+        start = time.perf_counter()
+        step()
         sync()
         times.append(time.perf_counter() - start)
-    step = sorted(times[1:])[len(times[1:]) // 2]
+    median = sorted(times[1:])[len(times[1:]) // 2]
     peak = f" peak_gpu_memory_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}" if device.type == "cuda" else ""
-    print(f"device={device.type} batch={a.batch} precision={a.precision} s_per_step={step:.3f} "
-          f"images_per_s={a.batch / step:.1f}{peak}")
+    print(f"device={device.type} stage={a.stage} batch={a.batch} precision={a.precision} s_per_step={median:.3f} "
+          f"images_per_s={a.batch / median:.1f}{peak}")
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            step()
+            sync()
+        events = prof.key_averages()
+        count = lambda name: sum(e.count for e in events if e.key == name)  # noqa: E731
+        print(f"per step: kernel launches={count('cudaLaunchKernel')} "
+              f"host syncs={count('cudaStreamSynchronize') + count('cudaDeviceSynchronize')} "
+              f"ops={sum(e.count for e in events if e.key.startswith('aten::'))}")
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(events.table(sort_by=sort, row_limit=20, max_name_column_width=60))
+    if a.loader_batches:
+        import dataclasses
+
+        from nvpanoptix3d.engine.train import make_loader
+        if a.workers is not None:
+            train_split = dataclasses.replace(cfg.dataset.train, num_workers=a.workers)
+            cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, train=train_split))
+        loader = iter(make_loader(cfg, "train", True))
+        next(loader)  # workers start and render their first batches
+        start = time.perf_counter()
+        for _ in range(a.loader_batches):
+            next(loader)
+        seconds = time.perf_counter() - start
+        print(f"data loader alone: workers={cfg.dataset.train.num_workers} batch={a.batch} "
+              f"images_per_s={a.loader_batches * a.batch / seconds:.1f}")
