@@ -286,3 +286,33 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
     assert sparse_grads.keys() == dense_grads.keys() and any(n.startswith("semantic.") for n in sparse_grads)
     for name in dense_grads:
         assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
+    """The eleven decoder layers' set losses run as one stacked pass: each layer's terms must be what that layer
+    alone gives, and the class term torch's weighted cross-entropy mean."""
+    from torch.nn import functional as F
+
+    from nvpanoptix3d.model.losses import match, set_losses
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}", "dataset.enable_3d=false"])
+    torch.manual_seed(0)
+    module = PanopticModule(cfg).train()
+    dataset = get_dataset(cfg.dataset, "train")
+    batch = collate([dataset[0], dataset[1]])
+    out = module.model(batch.images)
+    matches = match(out, batch, cfg)
+    o = out.out2d
+    layers = [*o.aux, (o.class_logits, o.mask_logits)]
+    assert len(layers) > 1 and len(matches.query) > 0
+    stacked = set_losses(torch.stack([c for c, _ in layers]), torch.stack([m for _, m in layers]), matches, cfg)
+    mf = cfg.model.mask_former
+    for i, (cls, masks) in enumerate(layers):
+        alone = set_losses(cls[None], masks[None], matches, cfg)
+        for term in ("class", "mask", "dice"):
+            assert float(stacked[term][i]) == pytest.approx(float(alone[term][0]), rel=1e-5), (term, i)
+        target = torch.zeros(cls.shape[:2], dtype=torch.long)
+        target[matches.image, matches.query] = matches.segments.classes[matches.segment]
+        weight = torch.ones(cls.shape[-1])
+        weight[0] = mf.no_object_weight
+        reference = F.cross_entropy(cls.transpose(1, 2), target, weight=weight)
+        assert float(stacked["class"][i]) == pytest.approx(mf.class_weight * float(reference), rel=1e-5)

@@ -17,21 +17,27 @@ VOXEL_SHIFT = 24  # 256^3 voxel keys fit in 24 bits; the image index goes above
 
 
 def set_losses(class_logits, mask_logits, matches: Matches, cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+    """Set losses of every decoder layer at once: class_logits L x B x N x C and mask_logits L x B x N x h x w
+    (the layers share the final layer's matching) -> class / mask / dice terms, each a vector of L. One pass
+    over the stacked layers instead of eleven: a 2D training step is bound by kernel launches on the GPU."""
     mf = cfg.model.mask_former
-    b, n, num_classes = class_logits.shape
+    layers, b, n, num_classes = class_logits.shape
     target_classes = torch.zeros(b, n, dtype=torch.long, device=class_logits.device)
     target_classes[matches.image, matches.query] = matches.segments.classes[matches.segment]
     weight = torch.ones(num_classes, device=class_logits.device)
     weight[0] = mf.no_object_weight
-    ce = F.cross_entropy(class_logits.float().transpose(1, 2), target_classes, weight=weight)
+    # cross_entropy's weighted mean, per layer: sum of w[target] * nll over the layer / sum of w[target]
+    nll = F.cross_entropy(class_logits.float().flatten(0, 2), target_classes.flatten().repeat(layers),
+                          weight=weight, reduction="none").view(layers, -1)
+    ce = nll.sum(1) / weight[target_classes].sum()
     if len(matches.query) == 0:
         zero = mask_logits.sum() * 0
-        return {"class": mf.class_weight * ce, "mask": zero, "dice": zero}
-    logits = mask_logits[matches.image, matches.query].flatten(1).float()
-    targets = matches.segments.masks[matches.segment].flatten(1)
-    bce = F.binary_cross_entropy_with_logits(logits, targets)
+        return {"class": mf.class_weight * ce, "mask": zero.expand(layers), "dice": zero.expand(layers)}
+    logits = mask_logits[:, matches.image, matches.query].flatten(2).float()              # L x M x P
+    targets = matches.segments.masks[matches.segment].flatten(1).expand_as(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((1, 2))
     prob = logits.sigmoid()
-    dice = (1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)).mean()
+    dice = (1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)).mean(1)
     return {"class": mf.class_weight * ce, "mask": mf.mask_weight * bce, "dice": mf.dice_weight * dice}
 
 
@@ -139,10 +145,12 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
 
 def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
     matches = match(out, batch, cfg)
-    losses = set_losses(out.out2d.class_logits, out.out2d.mask_logits, matches, cfg)
-    for layer, (cls, masks) in enumerate(out.out2d.aux):
-        aux = set_losses(cls, masks, matches, cfg)
-        losses.update({f"{k}_aux{layer}": v for k, v in aux.items()})
+    o = out.out2d
+    per_layer = set_losses(torch.stack([cls for cls, _ in o.aux] + [o.class_logits]),
+                           torch.stack([masks for _, masks in o.aux] + [o.mask_logits]), matches, cfg)
+    losses = {k: v[-1] for k, v in per_layer.items()}
+    if o.aux:  # earlier decoder layers: deep supervision, summed
+        losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
         losses["depth"] = cfg.model.depth_head.weight * depth_loss(out.out2d.depth, batch.depths)
     if out.out3d is not None and batch.has_3d_truth:
