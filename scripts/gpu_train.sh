@@ -4,6 +4,9 @@
 # (same machine) or continues from the shipped weights when RESUME=1 (fresh machine). A call must fit 600 s:
 # about 1.5 minutes go to start-up, held-out evaluation and export, so MINUTES grows by at most 8 per call.
 # STAGE=2d trains the 2D stage alone (depth is the 3D stage's bottleneck) and ships it with the current 3D stage.
+# A machine goes back 30 s after a call, so consecutive calls usually land on fresh machines: chain them by
+# joining the returned weights over the shipped file here (`cat weights.part.* > nvpanoptix3d/weights/...`;
+# the working tree travels uncommitted) and calling again with RESUME=1 (optimiser and schedule restart).
 #   usage (device tool): bash scripts/gpu_train.sh   -> results under $OUT
 set -euo pipefail
 if [[ "${RESUME:-}" == */* ]] && [ ! -f "$RESUME" ]; then
