@@ -146,8 +146,8 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
 def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
     matches = match(out, batch, cfg)
     o = out.out2d
-    per_layer = set_losses(torch.stack([cls for cls, _ in o.aux] + [o.class_logits]),
-                           torch.stack([masks for _, masks in o.aux] + [o.mask_logits]), matches, cfg)
+    classes, masks = zip(*o.aux, (o.class_logits, o.mask_logits))  # every decoder layer, the final one last
+    per_layer = set_losses(torch.stack(classes), torch.stack(masks), matches, cfg)
     losses = {k: v[-1] for k, v in per_layer.items()}
     if o.aux:  # earlier decoder layers: deep supervision, summed
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
