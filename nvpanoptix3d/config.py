@@ -187,6 +187,8 @@ class TrainConfig:
                                     maximum=1e6)
     checkpoint_2d: str = param("", "2D-stage weights for staged initialisation.")
     checkpoint_3d: str = param("", "3D-stage weights for staged initialisation.")
+    freeze_2d: bool = param(False, "Train the 3D stage alone: the 2D stage (backbone, heads, depth) keeps the "
+                            "weights of train.checkpoint_2d.")
     resume_training_checkpoint_path: str = param("", "Checkpoint to resume training from.")
     optim: OptimConfig = section(OptimConfig, "Optimiser and schedule.")
 
@@ -316,6 +318,12 @@ def validate_semantics(cfg: ExperimentConfig) -> None:
     if cfg.train.distributed_strategy == "fsdp":
         raise SpecError("train.distributed_strategy: fsdp is not supported by NVPanoptix3D (the engine only "
                         "handles ddp); set train.distributed_strategy=ddp")
+    if cfg.train.freeze_2d and not cfg.dataset.enable_3d:
+        raise SpecError("train.freeze_2d: with dataset.enable_3d=false nothing is left to train; set "
+                        "dataset.enable_3d=true or train.freeze_2d=false")
+    if cfg.train.freeze_2d and not (cfg.train.checkpoint_2d or cfg.train.resume_training_checkpoint_path):
+        raise SpecError("train.freeze_2d: a frozen 2D stage of random weights gives the 3D stage nothing to lift; "
+                        "set train.checkpoint_2d to trained weights")
     if cfg.dataset.depth_min >= cfg.dataset.depth_max:
         raise SpecError("dataset.depth_min: must be below dataset.depth_max")
     expected_ds = 2 if cfg.dataset.name == "matterport" else 1

@@ -4,6 +4,7 @@
 # (same machine) or continues from the shipped weights when RESUME=1 (fresh machine). A call must fit 600 s:
 # about 1.5 minutes go to start-up, held-out evaluation and export, so MINUTES grows by at most 8 per call.
 # STAGE=2d trains the 2D stage alone (depth is the 3D stage's bottleneck) and ships it with the current 3D stage.
+# STAGE=3d trains the 3D stage alone on the shipped 2D stage (train.freeze_2d: depth and 2D panoptic stay).
 # A machine goes back 30 s after a call, so consecutive calls usually land on fresh machines: chain them by
 # joining the returned weights over the shipped file here (`cat weights.part.* > nvpanoptix3d/weights/...`;
 # the working tree travels uncommitted) and calling again with RESUME=1 (optimiser and schedule restart).
@@ -38,6 +39,10 @@ if [ "${STAGE:-}" = 2d ]; then
   # depth / 2D only: no 3D truth to generate, no 3D stage to run; the shipped 3D stage is kept in the export
   extra+=("dataset.enable_3d=false")
   keep3d=(--stage3d-from "$SHIPPED")
+fi
+if [ "${STAGE:-}" = 3d ]; then
+  [ -n "${RESUME:-}" ] || extra+=("train.checkpoint_2d=$SHIPPED" "train.checkpoint_3d=$SHIPPED")
+  extra+=("train.freeze_2d=true")
 fi
 # EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
 read -ra more <<< "${EXTRA:-}"

@@ -316,3 +316,26 @@ def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
         weight[0] = mf.no_object_weight
         reference = F.cross_entropy(cls.transpose(1, 2), target, weight=weight)
         assert float(stacked["class"][i]) == pytest.approx(mf.class_weight * float(reference), rel=1e-5)
+
+
+def test_freeze_2d_trains_the_3d_stage_alone(tmp_path):
+    _train(tmp_path, "parent", [])
+    parent_path = tmp_path / "parent" / "checkpoints" / "last.ckpt"
+    parent = torch.load(parent_path, map_location="cpu", weights_only=False)["state_dict"]
+    child = _train(tmp_path, "child", ["train.freeze_2d=true", f"train.checkpoint_2d={parent_path}",
+                                       f"train.checkpoint_3d={parent_path}"])
+    two_d = [k for k in parent if k.startswith(("model.backbone.", "model.head2d."))]
+    assert any("running_mean" in k for k in two_d)  # batch-norm statistics must not move either
+    for key in two_d:
+        assert torch.equal(parent[key], child[key]), key
+    assert any(not torch.equal(parent[k], child[k]) for k in parent if k.startswith("model.stage3d."))
+
+
+def test_freeze_2d_refused_where_it_would_train_nothing():
+    cfg = from_dict(ExperimentConfig, {"train": {"freeze_2d": True, "checkpoint_2d": "w.safetensors"},
+                                       "dataset": {"enable_3d": False}})
+    with pytest.raises(SpecError, match="nothing is left to train"):
+        validate_semantics(cfg)
+    cfg = from_dict(ExperimentConfig, {"train": {"freeze_2d": True}})
+    with pytest.raises(SpecError, match="set train.checkpoint_2d"):
+        validate_semantics(cfg)

@@ -18,8 +18,19 @@ class PanopticModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = PanopticReconstruction(cfg, max_voxels)
+        if cfg.train.freeze_2d:
+            # no gradients into the 2D stage: its forward records no graph and its weights stay bit for bit
+            self.model.backbone.requires_grad_(False)
+            self.model.head2d.requires_grad_(False)
         self.metrics: MetricSet | None = None
         self.last_metrics: dict = {}
+
+    def on_train_batch_start(self, batch, batch_idx):
+        """A frozen 2D stage runs in eval mode, batch-norm statistics included (Lightning sets each submodule's
+        mode itself around validation, so a train() override would not hold)."""
+        if self.cfg.train.freeze_2d:
+            self.model.backbone.eval()
+            self.model.head2d.eval()
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -79,8 +90,9 @@ class PanopticModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt_cfg = self.cfg.train.optim
-        backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.")]
-        rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        backbone = [p for n, p in trained if n.startswith("backbone.")]
+        rest = [p for n, p in trained if not n.startswith("backbone.")]
         optimizer = torch.optim.AdamW([{"params": backbone, "lr": opt_cfg.lr * opt_cfg.backbone_multiplier},
                                        {"params": rest, "lr": opt_cfg.lr}], lr=opt_cfg.lr,
                                       weight_decay=opt_cfg.weight_decay)
