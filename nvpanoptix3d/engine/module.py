@@ -20,8 +20,8 @@ class PanopticModule(L.LightningModule):
         self.model = PanopticReconstruction(cfg, max_voxels)
         if cfg.train.freeze_2d:
             # no gradients into the 2D stage: its forward records no graph and its weights stay bit for bit
-            self.model.backbone.requires_grad_(False)
-            self.model.head2d.requires_grad_(False)
+            for part in self.model.stage_modules("2d"):
+                part.requires_grad_(False)
         self.metrics: MetricSet | None = None
         self.last_metrics: dict = {}
 
@@ -29,8 +29,8 @@ class PanopticModule(L.LightningModule):
         """A frozen 2D stage runs in eval mode, batch-norm statistics included (Lightning sets each submodule's
         mode itself around validation, so a train() override would not hold)."""
         if self.cfg.train.freeze_2d:
-            self.model.backbone.eval()
-            self.model.head2d.eval()
+            for part in self.model.stage_modules("2d"):
+                part.eval()
 
     def forward(self, images: torch.Tensor):
         return self.model(images)

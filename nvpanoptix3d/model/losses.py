@@ -143,8 +143,7 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
 
-def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
-    matches = match(out, batch, cfg)
+def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig) -> dict:
     o = out.out2d
     classes, masks = zip(*o.aux, (o.class_logits, o.mask_logits))  # every decoder layer, the final one last
     per_layer = set_losses(torch.stack(classes), torch.stack(masks), matches, cfg)
@@ -152,7 +151,13 @@ def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=No
     if o.aux:  # earlier decoder layers: deep supervision, summed
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
-        losses["depth"] = cfg.model.depth_head.weight * depth_loss(out.out2d.depth, batch.depths)
+        losses["depth"] = cfg.model.depth_head.weight * depth_loss(o.depth, batch.depths)
+    return losses
+
+
+def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
+    matches = match(out, batch, cfg)  # the 3D instance loss reads the matching too
+    losses = {} if cfg.train.freeze_2d else losses_2d(out, batch, matches, cfg)
     if out.out3d is not None and batch.has_3d_truth:
         losses.update(losses_3d(out, batch, matches, cfg, g64, g128))
     return losses

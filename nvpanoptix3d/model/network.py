@@ -61,6 +61,9 @@ class PanopticReconstruction(nn.Module):
     # staged initialisation: the 2D stage is backbone + head2d, the 3D stage is stage3d
     STAGE_PREFIXES = {"2d": ("backbone.", "head2d."), "3d": ("stage3d.",)}
 
+    def stage_modules(self, stage: str) -> list[nn.Module]:
+        return [getattr(self, prefix.rstrip(".")) for prefix in self.STAGE_PREFIXES[stage]]
+
     def load_stage(self, state: dict, stage: str) -> tuple[list[str], list[str]]:
         """Copy a stage's tensors that fit; returns (loaded, skipped) names."""
         own = self.state_dict()
