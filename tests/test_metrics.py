@@ -92,20 +92,92 @@ def test_counts_accumulate_over_the_set_not_per_scene():
     assert r.quality == pytest.approx(1.0 / (1 + 0.5))  # not the mean of per-scene 1.0 and 0.0
 
 
-def test_metric_set_on_sparse_volumes_equals_dense():
+def _sparse(sem, inst):
     import torch
-    rng = np.random.default_rng(0)
-    side = 8
-    gt_sem = rng.integers(0, 13, (side, side, side))
+    return torch.from_numpy(np.argwhere(sem > 0)), torch.from_numpy(sem[sem > 0]), torch.from_numpy(inst[sem > 0])
+
+
+def _dense_reference_prq(gt, pred, inside, factor):
+    """PRQ the slow, obvious way: one dense mask per segment, max-pooled and dilated with max_pool3d, cut to the
+    frustum, then every gt / prediction IoU and the greedy matching."""
+    import torch
+    from torch.nn import functional as F
+
+    def masks(sem, inst):
+        out = {}
+        for c in np.unique(sem[sem > 0]):
+            for i in (np.unique(inst[sem == c]) if IS_THING[c] else [0]):
+                m = torch.from_numpy((sem == c) & ((inst == i) | (not IS_THING[c])))[None, None].float()
+                if factor > 1:
+                    m = F.max_pool3d(m, factor + 1, factor, 1)
+                m = F.max_pool3d(m, 3, 1, 1)[0, 0].bool() & inside
+                out[(int(c), int(i))] = m
+        return out
+
+    g, p = masks(*gt), masks(*pred)
+    scores = {}
+    taken = set()
+    for (c, i), gm in sorted(g.items()):
+        s = scores.setdefault(c, [0, 0, 0, 0.0])
+        best = max(((float((gm & pm).sum() / (gm | pm).sum()), k) for k, pm in p.items()
+                    if k[0] == c and k not in taken), default=(0.0, None))
+        if best[0] > 0.25:
+            taken.add(best[1])
+            s[0] += 1
+            s[3] += best[0]
+        else:
+            s[2] += 1
+    for k in p:
+        if k not in taken:
+            scores.setdefault(k[0], [0, 0, 0, 0.0])[1] += 1
+    per_class = [iou / (tp + fp / 2 + fn / 2) for tp, fp, fn, iou in scores.values() if tp + fn]
+    return float(np.mean(per_class))
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_metric_set_thickens_segments_as_the_reference_evaluation(factor):
+    """Sparse, vectorised PRQ of MetricSet equals a dense per-segment computation of the reference's masks
+    (dilated by the 26-neighbourhood, cut to the frustum; Matterport: max-pooled to half size first)."""
+    import torch
+    rng = np.random.default_rng(factor)
+    side = 12
+    gt_sem = np.where(rng.random((side,) * 3) < 0.15, rng.choice([CHAIR, TABLE, WALL, FLOOR, CEILING], (side,) * 3), 0)
     gt_inst = np.where(IS_THING[gt_sem], rng.integers(1, 3, gt_sem.shape), 0)
-    pred_sem = np.where(rng.random(gt_sem.shape) < 0.8, gt_sem, rng.integers(0, 13, gt_sem.shape))
-    pred_inst = np.where(IS_THING[pred_sem], gt_inst.clip(min=1), 0)
-    m = MetricSet()
-    to_sparse = lambda sem, inst: (torch.from_numpy(np.argwhere(sem > 0)), torch.from_numpy(sem[sem > 0]),  # noqa
-                                   torch.from_numpy(inst[sem > 0]))
-    m.add_3d(*to_sparse(gt_sem, gt_inst), *to_sparse(pred_sem, pred_inst))
-    dense = prq(((gt_sem.ravel(), gt_inst.ravel()), (pred_sem.ravel(), pred_inst.ravel())))
-    assert m.summary()["prq"] == pytest.approx(dense.quality)
+    shift = np.roll(gt_sem, 1, axis=0)  # a surface one voxel off, as a slightly wrong depth gives
+    pred_sem = np.where(rng.random(gt_sem.shape) < 0.8, shift, 0)
+    pred_inst = np.where(IS_THING[pred_sem], np.roll(gt_inst, 1, axis=0).clip(min=1), 0)
+    inside = torch.ones((side,) * 3, dtype=torch.bool)
+    inside[:, :, -3:] = False
+    m = MetricSet(frustum_mask=inside, pool_factor=factor)
+    m.add_3d(*_sparse(gt_sem, gt_inst), *_sparse(pred_sem, pred_inst))
+    small = inside[::factor, ::factor, ::factor]
+    ignore_ceiling = lambda sem: np.where(sem == CEILING, 0, sem)  # noqa: E731
+    expected = _dense_reference_prq((ignore_ceiling(gt_sem), gt_inst), (ignore_ceiling(pred_sem), pred_inst),
+                                    small, factor)
+    assert m.summary()["prq"] == pytest.approx(expected)
+    assert 0.1 < expected < 0.99  # neither trivially perfect nor empty
+
+
+def _plane(side, x):
+    sem = np.zeros((side,) * 3, np.int64)
+    sem[x, 2:-2, 2:-2] = WALL
+    return sem
+
+
+def test_thickening_tolerates_one_voxel_not_two():
+    """A wall plane predicted one voxel off: thickened masks span x-1..x+1 and x..x+2, IoU 2/4 = 0.5, a match
+    (unthickened it would be 0). Two voxels off: 1 shared layer of 5, IoU 0.2, not above 0.25."""
+    side = 16
+    gt = _plane(side, 6)
+    results = {}
+    for offset in (0, 1, 2):
+        m = MetricSet(dims=(side,) * 3)
+        m.add_3d(*_sparse(gt, np.zeros_like(gt)), *_sparse(_plane(side, 6 + offset), np.zeros_like(gt)))
+        results[offset] = m.summary()
+    assert results[0]["prq"] == pytest.approx(1.0)
+    assert results[1]["prq"] == pytest.approx(0.5) and results[1]["rrq"] == 1.0
+    assert results[2]["prq"] == 0.0 and results[2]["prq_per_class"]["wall"]["fn"] == 1
+    assert results[1]["occupancy_iou"] == 0.0  # occupancy IoU stays on the voxels themselves
 
 
 def test_depth_metrics_hand_computed():

@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from ..labels import CEILING, NAMES, NUM_CLASSES, is_thing
-from ..metrics import ClassScore, PanopticAccumulator
+from ..metrics import ClassScore, PanopticAccumulator, segments, thickened_segments
 
 IS_THING = np.array([is_thing(c) for c in range(NUM_CLASSES)])
 
@@ -28,6 +29,11 @@ def aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst, s
 @dataclass
 class MetricSet:
     ignore_3d: set = field(default_factory=lambda: {CEILING})
+    # PRQ's segment masks as the reference evaluation builds them: the frustum mask (grid-shaped bool) they are
+    # cut to after thickening, and the max-pooling factor before it (dataset.downsample_factor: Matterport 2)
+    frustum_mask: np.ndarray | None = None
+    pool_factor: int = 1
+    dims: tuple = (256, 256, 256)
     pq: PanopticAccumulator = None
     prq: PanopticAccumulator = None
     # depth as sums over valid pixels: abs_rel, squared error, delta < 1.25, abs_rel after aligning each image's
@@ -39,6 +45,13 @@ class MetricSet:
     frames_3d: int = 0
 
     def __post_init__(self):
+        if self.frustum_mask is not None:
+            mask = torch.as_tensor(self.frustum_mask).bool()
+            self.dims = tuple(mask.shape)
+            if self.pool_factor > 1:  # the reference's nearest-neighbour resize of the mask
+                mask = F.interpolate(mask[None, None].float(), size=[d // self.pool_factor for d in self.dims],
+                                     mode="nearest")[0, 0].bool()
+            self.frustum_mask = mask.cpu().numpy()
         self.pq = PanopticAccumulator(IS_THING, 0.5, set(), list(NAMES))
         self.prq = PanopticAccumulator(IS_THING, 0.25, set(self.ignore_3d), list(NAMES))
 
@@ -53,8 +66,12 @@ class MetricSet:
                                 float(((scaled - g).abs() / g).sum()), float(valid.sum())]
 
     def add_3d(self, gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst) -> None:
-        g_sem, g_inst, p_sem, p_inst = aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst)
-        self.prq.add(g_sem, g_inst, p_sem, p_inst)
+        thick = [thickened_segments(index.cpu().numpy(), segments(sem.cpu().numpy(), inst.cpu().numpy(), IS_THING,
+                                                                 self.ignore_3d),
+                                    self.dims, self.frustum_mask, self.pool_factor)
+                 for index, sem, inst in ((gt_index, gt_sem, gt_inst), (pred_index, pred_sem, pred_inst))]
+        self.prq.add_masks(*thick)
+        g_sem, _, p_sem, _ = aligned_labels(gt_index, gt_sem, gt_inst, pred_index, pred_sem, pred_inst)
         self.occ_inter += int(((g_sem > 0) & (p_sem > 0)).sum())
         self.occ_union += len(g_sem)
         keep = (g_sem < NUM_CLASSES) & (p_sem < NUM_CLASSES)

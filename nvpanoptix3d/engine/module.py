@@ -56,8 +56,10 @@ class PanopticModule(L.LightningModule):
         return total
 
     def on_validation_epoch_start(self):
-        ignore = set() if self.cfg.dataset.name == "matterport" else None
-        self.metrics = MetricSet(ignore) if ignore is not None else MetricSet()
+        kwargs = {"ignore_3d": set()} if self.cfg.dataset.name == "matterport" else {}
+        if self.model.stage3d is not None:
+            kwargs.update(frustum_mask=self.model.stage3d.mask256, pool_factor=self.cfg.dataset.downsample_factor)
+        self.metrics = MetricSet(**kwargs)
 
     def validation_step(self, batch: Batch, batch_idx: int):
         self.accumulate(batch, self.model(batch.images))

@@ -1,1 +1,1 @@
-from .panoptic import ClassScore, PanopticAccumulator, PanopticResult, segments  # noqa: F401
+from .panoptic import ClassScore, PanopticAccumulator, PanopticResult, SegmentMask, segments, thickened_segments  # noqa: F401

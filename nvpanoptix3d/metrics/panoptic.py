@@ -5,6 +5,10 @@ stuff class present one segment per sample; a ground-truth segment matches a not
 of the same class with IoU strictly above the threshold (the highest such IoU is taken); counts and IoU sums
 accumulate per class over the whole set; per class PRQ = sum IoU / (TP + FP/2 + FN/2), RSQ = sum IoU / TP,
 RRQ = TP / (TP + FP/2 + FN/2); overall, things and stuff values are means over classes with ground truth.
+Before the IoU, every 3D segment's voxels are dilated by their 26-neighbourhood and cut to the frustum, in the
+ground truth and the prediction alike (`thickened_segments`): that is what the reference evaluation scripts do
+(Dahnert et al.'s tools/evaluate_net.py, BUOL's and NVPanoptix3D's evaluators), so a surface one voxel off still
+overlaps. Matterport volumes are first max-pooled to 128^3 (kernel 3, stride 2, padding 1), as theirs are.
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ class PanopticAccumulator:
     scores: dict[int, ClassScore] = field(default_factory=dict)
 
     def add(self, gt_sem, gt_inst, pred_sem, pred_inst) -> None:
+        """One sample as label arrays (every element in at most one segment)."""
         gt = segments(np.asarray(gt_sem).ravel(), np.asarray(gt_inst).ravel(), self.is_thing, self.ignore)
         pred = segments(np.asarray(pred_sem).ravel(), np.asarray(pred_inst).ravel(), self.is_thing, self.ignore)
         gt_ids, gt_area = np.unique(gt[gt > 0], return_counts=True)
@@ -81,17 +86,27 @@ class PanopticAccumulator:
         both = (gt > 0) & (pred > 0)
         pair, inter = np.unique(np.stack([gt[both], pred[both]], 1), axis=0, return_counts=True) \
             if both.any() else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
-        gt_area_of = dict(zip(gt_ids.tolist(), gt_area.tolist()))
-        pr_area_of = dict(zip(pr_ids.tolist(), pr_area.tolist()))
+        self._score(dict(zip(gt_ids.tolist(), gt_area.tolist())), dict(zip(pr_ids.tolist(), pr_area.tolist())),
+                    zip(pair.tolist(), inter.tolist()))
+
+    def add_masks(self, gt: list[SegmentMask], pred: list[SegmentMask]) -> None:
+        """One sample as segment masks that may overlap (thickened surfaces share voxels with their neighbours)."""
+        overlaps = (((g.key, p.key), g.intersection(p)) for g in gt for p in pred
+                    if g.key // _SEGMENT_STRIDE == p.key // _SEGMENT_STRIDE)
+        self._score({g.key: g.area for g in gt}, {p.key: p.area for p in pred}, overlaps)
+
+    def _score(self, gt_area_of: dict, pr_area_of: dict, overlaps) -> None:
+        """Matching and counts of one sample: areas per segment key, ((gt key, pred key), shared elements)."""
+        gt_ids = sorted(gt_area_of)
         candidates: dict[int, list[tuple[float, int]]] = {}
-        for (g, p), n in zip(pair.tolist(), inter.tolist()):
-            if g // _SEGMENT_STRIDE != p // _SEGMENT_STRIDE:  # same class only
+        for (g, p), n in overlaps:
+            if n == 0 or g // _SEGMENT_STRIDE != p // _SEGMENT_STRIDE:  # same class only
                 continue
             iou = n / (gt_area_of[g] + pr_area_of[p] - n)
             if iou > self.iou_threshold:
                 candidates.setdefault(g, []).append((iou, p))
         matched_pred: set[int] = set()
-        for g in gt_ids.tolist():
+        for g in gt_ids:
             score = self.scores.setdefault(g // _SEGMENT_STRIDE, ClassScore())
             options = sorted((c for c in candidates.get(g, []) if c[1] not in matched_pred), reverse=True)
             if options:
@@ -101,7 +116,7 @@ class PanopticAccumulator:
                 score.iou_sum += iou
             else:
                 score.fn += 1
-        for p in pr_ids.tolist():
+        for p in pr_area_of:
             if p not in matched_pred:
                 self.scores.setdefault(p // _SEGMENT_STRIDE, ClassScore()).fp += 1
 
@@ -123,3 +138,76 @@ class PanopticAccumulator:
         return PanopticResult(overall["quality"], overall["segmentation"], overall["recognition"],
                               mean([c for c in present if self.is_thing[c]]),
                               mean([c for c in present if not self.is_thing[c]]), per_class)
+
+
+
+@dataclass
+class SegmentMask:
+    """A segment's voxels as a boolean box of the grid (origin: the box's first voxel)."""
+    key: int
+    origin: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def intersection(self, other: "SegmentMask") -> int:
+        lo = np.maximum(self.origin, other.origin)
+        hi = np.minimum(self.origin + self.mask.shape, other.origin + other.mask.shape)
+        if (hi <= lo).any():
+            return 0
+        mine = tuple(slice(a, b) for a, b in zip(lo - self.origin, hi - self.origin))
+        theirs = tuple(slice(a, b) for a, b in zip(lo - other.origin, hi - other.origin))
+        return int((self.mask[mine] & other.mask[theirs]).sum())
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    """3 x 3 x 3 dilation as three separable passes (the 26-neighbourhood is their product)."""
+    for axis in range(3):
+        out = mask.copy()
+        later = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+        earlier = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+        out[later] |= mask[earlier]
+        out[earlier] |= mask[later]
+        mask = out
+    return mask
+
+
+def _pooled(index: np.ndarray, segment: np.ndarray, factor: int, dims) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels of max_pool3d(kernel factor + 1, stride factor, padding 1): output o covers inputs
+    factor * o - 1 ... factor * o + factor - 1, so an input voxel lands in one or two outputs per axis."""
+    first = (index + 1) // factor - 1                     # lowest output that can cover it
+    out_idx, out_seg = [], []
+    for offset in np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3):
+        o = first + offset
+        ok = ((factor * o - 1 <= index) & (index <= factor * o + factor - 1) & (o >= 0) & (o < dims)).all(1)
+        out_idx.append(o[ok])
+        out_seg.append(segment[ok])
+    return np.concatenate(out_idx), np.concatenate(out_seg)
+
+
+def thickened_segments(index, segment, dims, inside=None, factor: int = 1) -> list[SegmentMask]:
+    """The reference evaluation's segment masks: voxels (index N x 3 of a dims grid, segment key N, 0 = none)
+    max-pooled by `factor` (1 = not), dilated by their 26-neighbourhood and cut to `inside` (the frustum mask at
+    the pooled resolution, optional). Each segment is a box around its voxels, so the work follows its size."""
+    index, segment = np.asarray(index, np.int64).reshape(-1, 3), np.asarray(segment, np.int64)
+    keep = segment > 0
+    index, segment = index[keep], segment[keep]
+    dims = np.asarray(dims, np.int64)
+    if factor > 1:
+        dims = dims // factor
+        index, segment = _pooled(index, segment, factor, dims)
+    order = np.argsort(segment, kind="stable")
+    keys, starts = np.unique(segment[order], return_index=True)
+    masks = []
+    for key, voxels in zip(keys.tolist(), np.split(index[order], starts[1:])):
+        lo = np.maximum(voxels.min(0) - 1, 0)
+        hi = np.minimum(voxels.max(0) + 2, dims)
+        box = np.zeros(hi - lo, bool)
+        box[tuple((voxels - lo).T)] = True
+        box = _dilated(box)
+        if inside is not None:
+            box &= np.asarray(inside)[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        masks.append(SegmentMask(key, lo, box))
+    return masks
