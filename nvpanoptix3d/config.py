@@ -86,8 +86,8 @@ class Frustum3DConfig:
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
                             "export.max_voxels).", minimum=512, maximum=20_000_000)
     # 0.2: chosen on the validation split for the shipped weights, whose 3D stage is under-confident when lifted
-    # with predicted depth (session 6, 48 frames: PRQ 0.233 / 0.240 / 0.227 / 0.200 / 0.094 / 0.024 at
-    # 0.15 / 0.2 / 0.25 / 0.3 / 0.4 / 0.5)
+    # with predicted depth (`python bench/occupancy_threshold.py`, 48 validation frames, session 6's weights: PRQ
+    # 0.227 / 0.240 / 0.220 / 0.195 / 0.102 at 0.15 / 0.2 / 0.25 / 0.3 / 0.4)
     occupancy_threshold: float = param(0.2, "Probability above which a voxel is occupied.", minimum=0.01,
                                        maximum=0.99)
 

@@ -1,0 +1,55 @@
+"""PRQ of one checkpoint at several occupancy thresholds (model.frustum3d.occupancy_threshold), one forward
+pass per frame: how the shipped default was chosen.
+
+    python bench/occupancy_threshold.py [--checkpoint PATH] [--frames 48] [--split val] [--thresholds 0.15,0.2,0.3]
+
+Choose on the validation split (seed+1), report on the test split (seed+2).
+"""
+import argparse
+import dataclasses
+
+import torch
+from engine_common import WEIGHTS
+
+from nvpanoptix3d.cli import load_config
+from nvpanoptix3d.data import collate, get_dataset
+from nvpanoptix3d.engine.evaluation import MetricSet
+from nvpanoptix3d.engine.predictor import load_for_action
+from nvpanoptix3d.model.postprocess import panoptic_3d
+
+
+def with_threshold(cfg, threshold: float):
+    f3 = dataclasses.replace(cfg.model.frustum3d, occupancy_threshold=threshold)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=f3))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--checkpoint", default=str(WEIGHTS))
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.4")
+    args = p.parse_args()
+    thresholds = sorted(float(t) for t in args.thresholds.split(","))
+    render = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_threshold",
+                                                           f"dataset.synthetic.render_device={render}"])
+    module = load_for_action(cfg, args.checkpoint, "checkpoint", log=lambda *_: None)
+    device = torch.device(render)
+    model = module.model.to(device).eval()
+    model.stage3d.label_above = thresholds[0]  # label every voxel the lowest threshold keeps
+    configs = {t: with_threshold(module.cfg, t) for t in thresholds}
+    metrics = {t: MetricSet(frustum_mask=model.stage3d.mask256) for t in thresholds}
+    dataset = get_dataset(module.cfg.dataset, args.split)
+    with torch.no_grad():
+        for i in range(args.frames):
+            batch = collate([dataset[i]]).to(device)
+            out = model(batch.images)
+            for t in thresholds:
+                p3 = panoptic_3d(out.out2d, out.out3d, 0, configs[t])
+                metrics[t].add_3d(batch.occupied[0], batch.semantic3d[0], batch.instance3d[0],
+                                  p3.index, p3.semantic, p3.instance)
+    for t in thresholds:
+        m = metrics[t].summary()
+        print(f"split={args.split} frames={args.frames} threshold={t} prq={m['prq']:.3f} rsq={m['rsq']:.3f} "
+              f"rrq={m['rrq']:.3f} occupancy_iou={m['occupancy_iou']:.3f}")
