@@ -1,11 +1,11 @@
 """Training step of the shipped recipe (both stages, 256^3 grid): seconds per step, images/s, peak GPU memory.
 
-    python bench/train_step.py [--batch 2] [--steps 3] [--precision fp32|bf16] [--stage both|2d] [--profile]
+    python bench/train_step.py [--batch 2] [--steps 3] [--precision fp32|bf16] [--stage both|2d|3d] [--profile]
                                [--loader-batches N] [--workers K]
 
 Forward, losses and backward on synthetic frames generated once (the data loader is not timed); no optimiser
 step, so every step sees the same weights. A GPU is used when there is one. --stage 2d is the depth / 2D-only
-recipe (dataset.enable_3d=false). --profile prints the ops that take the most device time and the number of
+recipe (dataset.enable_3d=false); --stage 3d the 3D stage alone on a frozen 2D stage (train.freeze_2d). --profile prints the ops that take the most device time and the number of
 kernel launches and host synchronisations per step. --loader-batches N also times the training data loader
 alone (the spec's workers), whose rate bounds training's images/s.
 """
@@ -25,12 +25,14 @@ from nvpanoptix3d.data import collate, get_dataset  # noqa: E402
 from nvpanoptix3d.engine.module import PanopticModule  # noqa: E402
 from nvpanoptix3d.model.losses import compute_losses, occupancy_grids  # noqa: E402
 
+WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--stage", choices=("both", "2d"), default="both")
+    p.add_argument("--stage", choices=("both", "2d", "3d"), default="both")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--loader-batches", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: the spec's)")
@@ -39,9 +41,11 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_train_step",
                                                            f"dataset.synthetic.render_device={device.type}",
-                                                           f"dataset.enable_3d={str(a.stage == 'both').lower()}",
-                                                           f"dataset.train.batch_size={a.batch}"])
+                                                           f"dataset.enable_3d={str(a.stage != '2d').lower()}",
+                                                           f"dataset.train.batch_size={a.batch}"]
+                      + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if a.stage == "3d" else []))
     module = PanopticModule(cfg).to(device).train()
+    module.on_train_batch_start(None, 0)  # a frozen 2D stage runs in eval mode, as in training
     batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(a.batch)))).to(device)
     g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions)) if cfg.dataset.enable_3d \
         else (None, None)
