@@ -5,8 +5,9 @@
 
 Forward, losses and backward on synthetic frames generated once (the data loader is not timed); no optimiser
 step, so every step sees the same weights. A GPU is used when there is one. --stage 2d is the depth / 2D-only
-recipe (dataset.enable_3d=false); --stage 3d the 3D stage alone on a frozen 2D stage (train.freeze_2d). --profile prints the ops that take the most device time and the number of
-kernel launches and host synchronisations per step. --loader-batches N also times the training data loader
+recipe (dataset.enable_3d=false), --stage 3d the 3D stage alone on the shipped, frozen 2D stage
+(train.freeze_2d). --profile prints the ops that take the most device time and the number of kernel launches
+and host synchronisations per step. --loader-batches N also times the training data loader
 alone (the spec's workers), whose rate bounds training's images/s.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nvpanoptix3d.data import collate, get_dataset  # noqa: E402
 from nvpanoptix3d.engine.module import PanopticModule  # noqa: E402
 from nvpanoptix3d.model.losses import compute_losses, occupancy_grids  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
+from engine_common import WEIGHTS  # noqa: E402  (bench/ is the script's own folder on sys.path)
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
