@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -25,6 +26,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--depth", choices=("predicted", "ground_truth"), default="predicted",
                    help="lift into 3D with the predicted depth (the product) or the true depth (the 3D stage's "
                         "ceiling: what a perfect depth head would give)")
+    p.add_argument("--depth-error", type=float, default=None, metavar="F",
+                   help="lift with the true depth plus F times the predicted depth's error (0: the true depth, 1: "
+                        "the predicted): what a depth head with a fraction of today's error would give")
     return p.parse_args()
 
 
@@ -42,7 +46,13 @@ def evaluate(args) -> tuple[dict, float]:
     with torch.no_grad():
         for i in range(args.frames):
             batch = collate([dataset[i]]).to(device)
-            if args.depth == "ground_truth":
+            if args.depth_error is not None:
+                predicted = F.interpolate(module.model.forward_2d(batch.images).depth[:, None],
+                                          size=batch.depths.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+                mixed = torch.where(batch.depths > 0, batch.depths + args.depth_error * (predicted - batch.depths), 0)
+                teacher = torch.ones(1, dtype=torch.bool)
+                module.accumulate(batch, module.model(batch.images, gt_depth=mixed, teacher=teacher))
+            elif args.depth == "ground_truth":
                 teacher = torch.ones(1, dtype=torch.bool)
                 module.accumulate(batch, module.model(batch.images, gt_depth=batch.depths, teacher=teacher))
             else:

@@ -1,1 +1,2 @@
-from .panoptic import ClassScore, PanopticAccumulator, PanopticResult, SegmentMask, segments, thickened_segments  # noqa: F401
+from .panoptic import (ClassScore, PanopticAccumulator, PanopticResult, SegmentMask, segments,  # noqa: F401
+                       thickened_segments)
