@@ -32,31 +32,36 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def load_checkpoint(checkpoint: str, split: str, overrides: tuple = ()):
+    """(module, held-out dataset, device) of a checkpoint with the GPU recipe's spec; frames render where it runs."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_engine",
+                                                           f"dataset.synthetic.render_device={device.type}",
+                                                           *overrides])
+    module = load_for_action(cfg, checkpoint, "checkpoint", log=lambda *_: None).to(device)
+    return module, get_dataset(module.cfg.dataset, split), device
+
+
 def evaluate(args) -> tuple[dict, float]:
     """Metrics on held-out synthetic frames and seconds per 320 x 240 frame of inference on this machine."""
-    render = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_engine",
-                                                           "dataset.synthetic.eval_scenes=50",
-                                                           f"dataset.synthetic.render_device={render}"])
-    module = load_for_action(cfg, args.checkpoint, "checkpoint", log=lambda *_: None)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module.to(device)
-    dataset = get_dataset(module.cfg.dataset, "test")
+    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50",))
+    error = 0.0 if args.depth == "ground_truth" else None
+    error = args.depth_error if args.depth_error is not None else error
     module.on_validation_epoch_start()
     with torch.no_grad():
         for i in range(args.frames):
             batch = collate([dataset[i]]).to(device)
-            if args.depth_error is not None:
+            if error is None:
+                module.validation_step(batch, i)
+                continue
+            # lift with the true depth plus `error` times the predicted depth's error (0: the true depth)
+            lifted = batch.depths
+            if error:
                 predicted = F.interpolate(module.model.forward_2d(batch.images).depth[:, None],
                                           size=batch.depths.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-                mixed = torch.where(batch.depths > 0, batch.depths + args.depth_error * (predicted - batch.depths), 0)
-                teacher = torch.ones(1, dtype=torch.bool)
-                module.accumulate(batch, module.model(batch.images, gt_depth=mixed, teacher=teacher))
-            elif args.depth == "ground_truth":
-                teacher = torch.ones(1, dtype=torch.bool)
-                module.accumulate(batch, module.model(batch.images, gt_depth=batch.depths, teacher=teacher))
-            else:
-                module.validation_step(batch, i)
+                lifted = torch.where(batch.depths > 0, batch.depths + error * (predicted - batch.depths), 0)
+            teacher = torch.ones(1, dtype=torch.bool)
+            module.accumulate(batch, module.model(batch.images, gt_depth=lifted, teacher=teacher))
         module.on_validation_epoch_end()
         image = collate([dataset[0]]).images.to(device)
         module.model(image)

@@ -9,12 +9,9 @@ import argparse
 import dataclasses
 
 import torch
-from engine_common import WEIGHTS
+from engine_common import WEIGHTS, load_checkpoint
 
-from nvpanoptix3d.cli import load_config
-from nvpanoptix3d.data import collate, get_dataset
-from nvpanoptix3d.engine.evaluation import MetricSet
-from nvpanoptix3d.engine.predictor import load_for_action
+from nvpanoptix3d.data import collate
 from nvpanoptix3d.model.postprocess import panoptic_3d
 
 
@@ -31,16 +28,11 @@ if __name__ == "__main__":
     p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.4")
     args = p.parse_args()
     thresholds = sorted(float(t) for t in args.thresholds.split(","))
-    render = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_threshold",
-                                                           f"dataset.synthetic.render_device={render}"])
-    module = load_for_action(cfg, args.checkpoint, "checkpoint", log=lambda *_: None)
-    device = torch.device(render)
-    model = module.model.to(device).eval()
+    module, dataset, device = load_checkpoint(args.checkpoint, args.split)
+    model = module.model.eval()
     model.stage3d.label_above = thresholds[0]  # label every voxel the lowest threshold keeps
     configs = {t: with_threshold(module.cfg, t) for t in thresholds}
-    metrics = {t: MetricSet(frustum_mask=model.stage3d.mask256) for t in thresholds}
-    dataset = get_dataset(module.cfg.dataset, args.split)
+    metrics = {t: module.new_metrics() for t in thresholds}
     with torch.no_grad():
         for i in range(args.frames):
             batch = collate([dataset[i]]).to(device)

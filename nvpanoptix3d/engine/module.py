@@ -55,11 +55,15 @@ class PanopticModule(L.LightningModule):
                 self.log(f"loss_{name}", value, batch_size=bs)
         return total
 
-    def on_validation_epoch_start(self):
+    def new_metrics(self) -> MetricSet:
+        """Empty metrics for this data layout: Matterport counts the ceiling; PRQ's masks use the model's frustum."""
         kwargs = {"ignore_3d": set()} if self.cfg.dataset.name == "matterport" else {}
         if self.model.stage3d is not None:
             kwargs.update(frustum_mask=self.model.stage3d.mask256, pool_factor=self.cfg.dataset.downsample_factor)
-        self.metrics = MetricSet(**kwargs)
+        return MetricSet(**kwargs)
+
+    def on_validation_epoch_start(self):
+        self.metrics = self.new_metrics()
 
     def validation_step(self, batch: Batch, batch_idx: int):
         self.accumulate(batch, self.model(batch.images))

@@ -140,7 +140,6 @@ class PanopticAccumulator:
                               mean([c for c in present if not self.is_thing[c]]), per_class)
 
 
-
 @dataclass
 class SegmentMask:
     """A segment's voxels as a boolean box of the grid (origin: the box's first voxel)."""
