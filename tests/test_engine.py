@@ -339,3 +339,23 @@ def test_freeze_2d_refused_where_it_would_train_nothing():
     cfg = from_dict(ExperimentConfig, {"train": {"freeze_2d": True}})
     with pytest.raises(SpecError, match="set train.checkpoint_2d"):
         validate_semantics(cfg)
+
+
+def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tmp_path):
+    """model.depth_head.refine_layers: weights trained without the refiner load into a model with one (the refiner
+    gets nothing) and give the same depth until it trains; its correction then moves depth, within the range."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    base = load_config(str(_spec_file(tmp_path, ["model.depth_head.refine_layers=0"])), [f"results_dir={tmp_path}"])
+    refined = load_config(str(_spec_file(tmp_path, ["model.depth_head.refine_layers=2"])), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(refined).eval()
+    loaded, skipped = grown.load_stage(trained.state_dict(), "2d")
+    assert not skipped and not any(".refiner." in n for n in loaded)
+    images = torch.rand(2, 3, 240, 320)
+    with torch.no_grad():
+        assert torch.equal(trained.forward_2d(images).depth, grown.forward_2d(images).depth)
+        for p in grown.head2d.depth_head.refiner.delta.parameters():
+            p.fill_(5.0)                       # a correction far past the range must still give depths inside it
+        depth = grown.forward_2d(images).depth
+    assert not torch.allclose(depth, trained.forward_2d(images).depth)
+    assert depth.min() >= base.dataset.depth_min and depth.max() <= base.dataset.depth_max * (1 + 1e-5)

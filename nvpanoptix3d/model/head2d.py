@@ -93,23 +93,69 @@ class QueryDecoder(nn.Module):
 
 class DepthHead(nn.Module):
     """Its own light pyramid over the backbone's four strides: depth needs the room's global layout (stride 32)
-    at stride-4 detail, and sharing the mask features left it to segmentation's gradients (it never learned)."""
+    at stride-4 detail, and sharing the mask features left it to segmentation's gradients (it never learned).
+    With refine_layers > 0 a LayoutRefiner corrects that pyramid's estimate (in the sigmoid's logit, so depth
+    stays within the range)."""
 
-    def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float):
+    def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float,
+                 refine_layers: int = 0):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, 1, 1))
+        self.refiner = LayoutRefiner(in_channels, 2 * dim, refine_layers) if refine_layers else None
         self.depth_min, self.depth_max = depth_min, depth_max
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[-2:]
         x = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if i else lat(f)
                 for i, (lat, f) in enumerate(zip(self.lateral, feats)))
+        logit = self.fuse(x)[:, 0].float()
+        if self.refiner is not None:
+            logit = logit + self.refiner(feats, torch.sigmoid(logit)[:, None]).float()
         log_min, log_max = math.log(self.depth_min), math.log(self.depth_max)
-        t = torch.sigmoid(self.fuse(x)[:, 0].float())
-        return torch.exp(log_min + (log_max - log_min) * t)
+        return torch.exp(log_min + (log_max - log_min) * torch.sigmoid(logit))
+
+
+class LayoutRefiner(nn.Module):
+    """Corrects a depth estimate with context from the whole image. Walls are most of the depth error: planes
+    whose distance the floor and the other walls pin down, which a local pyramid does not see. Self-attention
+    over the stride-16 map (300 tokens at 320 x 240) relates every region to every other, then a top-down pass
+    brings the correction to stride 4. Each level also sees the estimate it corrects; the last layer starts at
+    zero, so a refiner added to a trained head starts from that head's depth."""
+
+    def __init__(self, in_channels: list[int], dim: int, layers: int, heads: int = 4):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c + 1, dim, 1) for c in in_channels)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.smooth = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU())
+                                    for _ in in_channels[:-1])
+        self.delta = nn.Conv2d(dim, 1, 3, padding=1)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, feats: list[torch.Tensor], estimate: torch.Tensor) -> torch.Tensor:
+        """feats: the backbone's strides 4..32; estimate: B x 1 x H/4 x W/4 in [0, 1] -> B x H/4 x W/4 logit change."""
+        def lateral(level: int) -> torch.Tensor:
+            f = feats[level]
+            at_level = F.adaptive_avg_pool2d(estimate, f.shape[-2:]) if level else estimate
+            return self.lateral[level](torch.cat([f, at_level.to(f.dtype)], 1))
+
+        def up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+        coarse = len(feats) - 2
+        x = lateral(coarse)
+        x = x + up(lateral(coarse + 1), x)
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2) + sine_position(h, w, c, x.device).to(x.dtype)
+        x = self.smooth[coarse](self.context(tokens).transpose(1, 2).reshape(b, c, h, w))
+        for level in range(coarse - 1, -1, -1):
+            lat = lateral(level)
+            x = self.smooth[level](lat + up(x, lat))
+        return self.delta(x)[:, 0]
 
 
 class Head2D(nn.Module):
@@ -118,7 +164,7 @@ class Head2D(nn.Module):
         dim = cfg.sem_seg_head.hidden_dim
         self.pixel_decoder = PixelDecoder(in_channels, dim)
         self.query_decoder = QueryDecoder(cfg, dim)
-        self.depth_head = DepthHead(in_channels, dim, *depth_range)
+        self.depth_head = DepthHead(in_channels, dim, *depth_range, cfg.depth_head.refine_layers)
 
     def forward(self, feats: list[torch.Tensor]) -> Output2D:
         mask_features, memories = self.pixel_decoder(feats)
