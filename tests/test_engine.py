@@ -359,3 +359,12 @@ def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tm
         depth = grown.forward_2d(images).depth
     assert not torch.allclose(depth, trained.forward_2d(images).depth)
     assert depth.min() >= base.dataset.depth_min and depth.max() <= base.dataset.depth_max * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((60, 80), (8, 10)), ((60, 80), (15, 20)), ((7, 9), (3, 4))])
+def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in, size_out):
+    from torch.nn import functional as F
+
+    from nvpanoptix3d.model.head2d import adaptive_mean
+    x = torch.rand(2, 1, *size_in)
+    assert torch.allclose(adaptive_mean(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6)

@@ -140,7 +140,7 @@ class LayoutRefiner(nn.Module):
         """feats: the backbone's strides 4..32; estimate: B x 1 x H/4 x W/4 in [0, 1] -> B x H/4 x W/4 logit change."""
         def lateral(level: int) -> torch.Tensor:
             f = feats[level]
-            at_level = F.adaptive_avg_pool2d(estimate, f.shape[-2:]) if level else estimate
+            at_level = adaptive_mean(estimate, f.shape[-2:]) if level else estimate
             return self.lateral[level](torch.cat([f, at_level.to(f.dtype)], 1))
 
         def up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -156,6 +156,21 @@ class LayoutRefiner(nn.Module):
             lat = lateral(level)
             x = self.smooth[level](lat + up(x, lat))
         return self.delta(x)[:, 0]
+
+
+def adaptive_mean(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """F.adaptive_avg_pool2d(x, size) as two products with bin matrices: the ONNX exporter refuses adaptive pooling
+    where it cannot read the input's size, and the stride-32 map's bins overlap (60 rows -> 8), so no fixed
+    average pool gives the same result."""
+    def bins(n_in: int, n_out: int) -> torch.Tensor:
+        i = torch.arange(n_out)
+        start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+        j = torch.arange(n_in)
+        inside = (j >= start[:, None]) & (j < end[:, None])
+        return (inside / (end - start)[:, None]).to(x.device, x.dtype)
+
+    rows, cols = bins(x.shape[-2], size[0]), bins(x.shape[-1], size[1])
+    return torch.einsum("hi,bcij,wj->bchw", rows, x, cols)
 
 
 class Head2D(nn.Module):
