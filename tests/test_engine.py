@@ -368,3 +368,20 @@ def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in
     from nvpanoptix3d.model.head2d import adaptive_mean
     x = torch.rand(2, 1, *size_in)
     assert torch.allclose(adaptive_mean(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6)
+
+
+def test_a_checkpoint_stored_before_the_refiner_existed_loads_without_one(tmp_path):
+    """A stored model section without depth_head.refine_layers was trained without a refiner: evaluate and
+    inference must build none (the spec's default would ask for tensors the file does not have)."""
+    from nvpanoptix3d.engine.checkpoint import save_safetensors
+    from nvpanoptix3d.engine.predictor import load_for_action
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    old = load_config(str(_spec_file(tmp_path, ["model.depth_head.refine_layers=0"])), [f"results_dir={tmp_path}"])
+    stored = dataclasses.asdict(old.model)
+    del stored["depth_head"]["refine_layers"]
+    path = tmp_path / "old.safetensors"
+    save_safetensors(PanopticReconstruction(old).state_dict(), path, stored)
+    spec = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path}"])
+    assert spec.model.depth_head.refine_layers > 0
+    module = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None)
+    assert module.model.head2d.depth_head.refiner is None

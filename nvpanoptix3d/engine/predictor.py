@@ -37,8 +37,17 @@ RUNTIME_KEYS = ("mode", "frustum3d.max_voxels", "frustum3d.occupancy_threshold",
                 "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
 
 
+# architecture keys added after checkpoints were first stored: the value that a stored model section without the key
+# was trained with (the spec's default would build parts the checkpoint has no tensors for)
+ADDED_KEYS = {"depth_head.refine_layers": 0}
+
+
 def _architecture_from(stored: dict, spec_model: ModelConfig) -> ModelConfig:
     merged = dataclasses.asdict(spec_model)
+    for dotted, before in ADDED_KEYS.items():
+        section, leaf = dotted.split(".")
+        if leaf not in stored.get(section, {}):
+            merged[section][leaf] = before
     for section, value in stored.items():
         if isinstance(value, dict):
             merged[section].update(value)
