@@ -163,11 +163,11 @@ def adaptive_mean(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     where it cannot read the input's size, and the stride-32 map's bins overlap (60 rows -> 8), so no fixed
     average pool gives the same result."""
     def bins(n_in: int, n_out: int) -> torch.Tensor:
-        i = torch.arange(n_out)
+        i = torch.arange(n_out, device=x.device)  # built where x is: no host-to-device copy per forward
         start, end = (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
-        j = torch.arange(n_in)
+        j = torch.arange(n_in, device=x.device)
         inside = (j >= start[:, None]) & (j < end[:, None])
-        return (inside / (end - start)[:, None]).to(x.device, x.dtype)
+        return (inside / (end - start)[:, None]).to(x.dtype)
 
     rows, cols = bins(x.shape[-2], size[0]), bins(x.shape[-1], size[1])
     return torch.einsum("hi,bcij,wj->bchw", rows, x, cols)
