@@ -1,6 +1,6 @@
 """3D stage: PRQ, occupancy IoU and semantic mIoU on held-out synthetic frames, and inference time per frame.
 
-    python bench/engine_3d.py [--checkpoint PATH] [--frames N] [--depth predicted|ground_truth] [--depth-error F]
+    python bench/engine_3d.py [--checkpoint PATH] [--frames N] [--depth predicted|ground_truth] [--depth-error F] [--per-class]
 
 Target (issue 5): PRQ >= 0.45 with the shipped weights. `--depth ground_truth` lifts with the true depth: the
 gap between the two runs is what the depth head costs, the rest is the 3D stage's own.
@@ -16,3 +16,7 @@ if __name__ == "__main__":
           f"rsq={metrics.get('rsq', 0):.3f} rrq={metrics.get('rrq', 0):.3f} "
           f"occupancy_iou={metrics.get('occupancy_iou', 0):.3f} semantic_miou={metrics.get('semantic_miou', 0):.3f} "
           f"inference_s_per_frame={seconds:.3f}")
+    if args.per_class:
+        for name, score in metrics.get("prq_per_class", {}).items():
+            print(f"  {name:16s} prq={score['quality']:.3f} rsq={score['segmentation']:.3f} "
+                  f"rrq={score['recognition']:.3f} tp={score['tp']} fp={score['fp']} fn={score['fn']}")

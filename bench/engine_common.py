@@ -29,6 +29,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--depth-error", type=float, default=None, metavar="F",
                    help="lift with the true depth plus F times the predicted depth's error (0: the true depth, 1: "
                         "the predicted): what a depth head with a fraction of today's error would give")
+    p.add_argument("--per-class", action="store_true", help="also print PRQ / RSQ / RRQ and counts per class")
     return p.parse_args()
 
 

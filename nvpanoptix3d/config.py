@@ -65,6 +65,10 @@ class DepthHeadConfig:
     # held-out AbsRel 0.46 against 0.69 after 100 steps)
     weight: float = param(10.0, "Weight of the depth loss (scale-invariant log + L1).", minimum=0.0, maximum=100.0,
                           automl=True)
+    # session 8: three 2D-only calls with it took test depth AbsRel 0.0701 -> 0.0681 -> 0.0670 -> 0.0659 and PRQ
+    # 0.232 -> 0.240 -> 0.244 (same 3D stage); the same calls without it had plateaued at 0.0701-0.0712 (session 7)
+    gradient_weight: float = param(0.5, "Weight of multi-scale log-depth gradient matching inside the depth loss "
+                                   "(sharp depth edges, flat planes).", minimum=0.0, maximum=10.0)
     # session 7: walls were most of the depth error (median 5.7% against 2.6% on floors), planes a local
     # pyramid does not place
     refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "
@@ -85,6 +89,11 @@ class Frustum3DConfig:
                                      "Occupancy completion loss weights at 64^3, 128^3 and 256^3.")
     surface_weight: float = param(5.0, "Extra loss weight of occupied voxels in the dense 64^3 level (they are about 2% of it).", minimum=0.0,
                                   maximum=100.0)
+    # session 8: at 128^3 and 256^3 each candidate voxel is labelled from itself and its parent alone. Two layers
+    # added to the shipped 3D stage and trained 15 minutes on one H100 gave no gain (test PRQ 0.232 -> 0.231 ->
+    # 0.229, bench/results/gpu_train_status_s8_run{1,2}_3d_context_discarded.json): off by default
+    context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the neighbourhood of the 128^3 "
+                                "candidate voxels; 0: per-voxel MLPs only.", minimum=0, maximum=4)
     gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "

@@ -370,18 +370,87 @@ def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in
     assert torch.allclose(adaptive_mean(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6)
 
 
-def test_a_checkpoint_stored_before_the_refiner_existed_loads_without_one(tmp_path):
-    """A stored model section without depth_head.refine_layers was trained without a refiner: evaluate and
-    inference must build none (the spec's default would ask for tensors the file does not have)."""
+@pytest.mark.parametrize("key, built", [("depth_head.refine_layers", lambda m: m.head2d.depth_head.refiner),
+                                         ("frustum3d.context_layers", lambda m: m.stage3d.mid_context)])
+def test_a_checkpoint_stored_before_an_added_part_existed_loads_without_it(tmp_path, key, built):
+    """A stored model section without an added architecture key (predictor.ADDED_KEYS) was trained without that
+    part: evaluate and inference must build none (the spec's default would ask for tensors the file lacks)."""
     from nvpanoptix3d.engine.checkpoint import save_safetensors
     from nvpanoptix3d.engine.predictor import load_for_action
     from nvpanoptix3d.model.network import PanopticReconstruction
-    old = load_config(str(_spec_file(tmp_path, ["model.depth_head.refine_layers=0"])), [f"results_dir={tmp_path}"])
+    section, leaf = key.split(".")
+    old = load_config(str(_spec_file(tmp_path, [f"model.{key}=0"])), [f"results_dir={tmp_path}"])
     stored = dataclasses.asdict(old.model)
-    del stored["depth_head"]["refine_layers"]
+    del stored[section][leaf]
     path = tmp_path / "old.safetensors"
     save_safetensors(PanopticReconstruction(old).state_dict(), path, stored)
     spec = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path}"])
-    assert spec.model.depth_head.refine_layers > 0
+    assert getattr(getattr(spec.model, section), leaf) > 0
     module = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None)
-    assert module.model.head2d.depth_head.refiner is None
+    assert built(module.model) is None
+
+
+def test_voxel_context_added_to_a_trained_3d_stage_starts_from_it(tmp_path):
+    """model.frustum3d.context_layers: a trained 3D stage without context loads into one with it and predicts the
+    same until the context trains."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    base = load_config(str(_spec_file(tmp_path, ["model.frustum3d.context_layers=0"])), [f"results_dir={tmp_path}"])
+    grown_cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.context_layers=2"])),
+                            [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(grown_cfg).eval()
+    for stage in ("2d", "3d"):
+        loaded, skipped = grown.load_stage(trained.state_dict(), stage)
+        assert not skipped and not any(".mid_context." in n for n in loaded)
+    images = torch.rand(1, 3, 240, 320)
+    with torch.no_grad():
+        a, b = trained(images).out3d, grown(images).out3d
+    assert torch.equal(a.mid_logits, b.mid_logits) and torch.equal(a.fine_logits, b.fine_logits)
+
+
+def test_voxel_context_reads_neighbours_within_its_reach_and_nothing_outside_the_frustum():
+    """Two layers (dilations 1, 2) reach 3 voxels per axis: a voxel's output changes with a neighbour 3 voxels
+    away, not with one 4 away, nor with a voxel outside the frustum whose index collides with it."""
+    from nvpanoptix3d.model.frustum3d import VoxelContext
+    mask = torch.zeros(16, 16, 16, dtype=torch.bool)
+    mask[2:14, 2:14, 2:14] = True
+    torch.manual_seed(0)
+    context = VoxelContext(mask, 5, 4, 2)
+    for p in context.out.parameters():
+        torch.nn.init.normal_(p)
+    centre, near, far = [5, 5, 5], [8, 5, 5], [5, 9, 5]
+    index = torch.tensor([[centre, near, far, [0, 0, 0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    feat = torch.rand(1, 4, 5)
+    with torch.no_grad():
+        base = context(index, valid, feat)
+        for row, reaches in ((1, True), (2, False), (3, False)):
+            moved = feat.clone()
+            moved[0, row] += 1.0
+            changed = not torch.allclose(context(index, valid, moved)[0, 0], base[0, 0])
+            assert changed == reaches, row
+        # unique positions: voxel order does not matter
+        order = torch.tensor([2, 0, 3, 1])
+        assert torch.allclose(context(index[:, order], valid[:, order], feat[:, order]), base[:, order], atol=1e-6)
+
+
+def test_log_depth_gradient_loss_hand_computed():
+    """depth_head.gradient_weight: a prediction off by a constant factor costs nothing; a step of log 2 between
+    columns 1 and 2 of a 4 x 4 image costs log 2 x (4/24 at stride 1 + 2/4 at stride 2) / 4 scales; pixels
+    without truth (depth 0) are never read."""
+    import math
+
+    from nvpanoptix3d.model.losses import depth_loss, log_gradient_loss
+    valid = torch.ones(1, 4, 4, dtype=torch.bool)
+    assert float(log_gradient_loss(torch.full((1, 4, 4), math.log(1.5)), valid)) == 0.0
+    step = torch.zeros(1, 4, 4)
+    step[..., 2:] = math.log(2)
+    assert math.isclose(float(log_gradient_loss(step, valid)), math.log(2) / 6, rel_tol=1e-6)
+    gt = torch.full((1, 4, 4), 2.0)
+    pred = gt * torch.exp(step)
+    gt_hole = gt.clone()
+    gt_hole[0, 3, 3] = 0.0
+    hole = float(depth_loss(pred, gt_hole, 1.0))
+    pred[0, 3, 3] = 100.0                                   # where there is no truth: must not matter
+    assert math.isclose(float(depth_loss(pred, gt_hole, 1.0)), hole, rel_tol=1e-6)
+    assert float(depth_loss(pred, gt_hole, 1.0)) > float(depth_loss(pred, gt_hole, 0.0))

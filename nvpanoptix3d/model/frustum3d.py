@@ -111,6 +111,42 @@ class CoarseNet(nn.Module):
         return self.occ(feat)[:, 0], feat
 
 
+class VoxelContext(nn.Module):
+    """Neighbourhood context for the candidate voxels of a level, whose MLP sees only its own voxel and parent:
+    their features scattered into the level's grid (cropped to the frustum's box), 3D convolutions with dilations
+    1, 2, 4..., read back at the candidates. Its output starts at zero, so context added to a trained stage starts
+    from that stage's predictions."""
+
+    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int):
+        super().__init__()
+        inside = mask.nonzero()
+        low, high = inside.min(0).values, inside.max(0).values + 1
+        self.register_buffer("low", low, persistent=False)
+        self.box = tuple((high - low).tolist())
+        self.inp = nn.Linear(features, channels)
+        self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=2 ** i, dilation=2 ** i)
+                                   for i in range(layers))
+        self.out = nn.Linear(channels, features)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, index: torch.Tensor, valid: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """index B x K x 3 (unique where valid), valid B x K, feat B x K x F -> B x K x F."""
+        b, k = valid.shape
+        d0, d1, d2 = self.box
+        local = index - self.low
+        flat = (local[..., 0] * d1 + local[..., 1]) * d2 + local[..., 2]
+        # voxels outside the frustum all land in one spare slot past the box (a plain scatter, ONNX opset 11+)
+        flat = torch.where(valid, flat, d0 * d1 * d2)[:, None].expand(-1, self.inp.out_features, -1)
+        x = self.inp(feat).transpose(1, 2)                                               # B x C x K
+        vol = x.new_zeros(b, x.shape[1], d0 * d1 * d2 + 1).scatter(2, flat, x)
+        grid = vol[..., :-1].reshape(b, -1, d0, d1, d2)
+        for conv in self.convs:
+            grid = grid + F.gelu(conv(grid))
+        vol = torch.cat([grid.flatten(2), vol[..., -1:]], 2)
+        return self.out(vol.gather(2, flat).transpose(1, 2))
+
+
 def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                          nn.Linear(hidden, cout))
@@ -138,6 +174,8 @@ class Frustum3D(nn.Module):
         self.register_buffer("mask64", F.max_pool3d(mask[None, None].float(), 4)[0, 0] > 0, persistent=False)
         self.register_buffer("mask128", F.max_pool3d(mask[None, None].float(), 2)[0, 0] > 0, persistent=False)
         self.register_buffer("mask256", mask, persistent=False)
+        self.mid_context = VoxelContext(self.mask128, 1 + 2 * c, c, f3.context_layers) \
+            if f3.context_layers else None
         idx64 = torch.stack(torch.meshgrid(*[torch.arange(s // 4) for s in d], indexing="ij"), -1)
         self.register_buffer("index64", idx64, persistent=False)
 
@@ -194,6 +232,8 @@ class Frustum3D(nn.Module):
         mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(mid_index, 2),
                             self._child_position(mid_index)], -1)
         mid_out = self.mid(mid_in)
+        if self.mid_context is not None:
+            mid_out = mid_out + self.mid_context(mid_index, mid_valid, mid_out)
         mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
         mid_feat = mid_out[..., 1:]
         # 256 level: children of the top-k2 candidates at 128

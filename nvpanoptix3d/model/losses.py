@@ -48,13 +48,34 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
                            (mf.class_weight, mf.mask_weight, mf.dice_weight))
 
 
-def depth_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0) -> torch.Tensor:
     pred = F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
     diff = torch.log(pred[valid]) - torch.log(gt[valid])
-    return diff.abs().mean() + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
+    loss = diff.abs().mean() + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
+    if gradient_weight:
+        log_ratio = torch.where(valid, torch.log(pred) - torch.log(gt.clamp(min=1e-3)), 0.0)
+        loss = loss + gradient_weight * log_gradient_loss(log_ratio, valid)
+    return loss
+
+
+def log_gradient_loss(log_ratio: torch.Tensor, valid: torch.Tensor, scales: int = 4) -> torch.Tensor:
+    """Multi-scale gradient matching of log depth (MegaDepth's): the mean absolute difference of horizontal and
+    vertical neighbours of log(pred / gt) at strides 1, 2, 4, 8. Zero when the prediction is the truth times any
+    constant, so it asks for the right shape (edges sharp, planes flat) and leaves the scale to the other terms."""
+    total = log_ratio.new_zeros(())
+    for s in range(scales):
+        r, v = log_ratio[:, ::2 ** s, ::2 ** s], valid[:, ::2 ** s, ::2 ** s]
+        terms = []
+        for dim in (1, 2):
+            n = r.shape[dim] - 1
+            pair = v.narrow(dim, 1, n) & v.narrow(dim, 0, n)
+            terms.append(((r.narrow(dim, 1, n) - r.narrow(dim, 0, n)).abs() * pair, pair))
+        count = sum(p.sum() for _, p in terms)
+        total = total + sum(t.sum() for t, _ in terms) / count.clamp(min=1)
+    return total / scales
 
 
 def _stacked_truth(batch: Batch):
@@ -151,7 +172,8 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     if o.aux:  # earlier decoder layers: deep supervision, summed
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
-        losses["depth"] = cfg.model.depth_head.weight * depth_loss(o.depth, batch.depths)
+        losses["depth"] = cfg.model.depth_head.weight * depth_loss(o.depth, batch.depths,
+                                                                   cfg.model.depth_head.gradient_weight)
     return losses
 
 
