@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nvpanoptix3d.cli import load_config  # noqa: E402
 from nvpanoptix3d.data import collate, get_dataset  # noqa: E402
 from nvpanoptix3d.engine.predictor import load_for_action  # noqa: E402
+from nvpanoptix3d.labels import NAMES  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
 
@@ -29,7 +30,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--depth-error", type=float, default=None, metavar="F",
                    help="lift with the true depth plus F times the predicted depth's error (0: the true depth, 1: "
                         "the predicted): what a depth head with a fraction of today's error would give")
+    p.add_argument("--true-depth-on", default="", metavar="CLASSES",
+                   help="comma-separated class names (e.g. wall,floor) lifted with the true depth, the rest with "
+                        "the predicted: what fixing the depth of those classes alone would give")
     p.add_argument("--per-class", action="store_true", help="also print PRQ / RSQ / RRQ and counts per class")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override, e.g. model.depth_head.layout_planes=false (repeatable)")
     return p.parse_args()
 
 
@@ -45,9 +51,12 @@ def load_checkpoint(checkpoint: str, split: str, overrides: tuple = ()):
 
 def evaluate(args) -> tuple[dict, float]:
     """Metrics on held-out synthetic frames and seconds per 320 x 240 frame of inference on this machine."""
-    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50",))
+    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50", *args.set))
     error = 0.0 if args.depth == "ground_truth" else None
     error = args.depth_error if args.depth_error is not None else error
+    true_on = torch.tensor([NAMES.index(name) for name in args.true_depth_on.split(",") if name], dtype=torch.long)
+    if len(true_on) and error is None:
+        error = 1.0
     module.on_validation_epoch_start()
     with torch.no_grad():
         for i in range(args.frames):
@@ -61,6 +70,9 @@ def evaluate(args) -> tuple[dict, float]:
                 predicted = F.interpolate(module.model.forward_2d(batch.images).depth[:, None],
                                           size=batch.depths.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
                 lifted = torch.where(batch.depths > 0, batch.depths + error * (predicted - batch.depths), 0)
+                if len(true_on):
+                    exact = torch.isin(batch.semantic2d, true_on.to(device))
+                    lifted = torch.where(exact, batch.depths, lifted)
             teacher = torch.ones(1, dtype=torch.bool)
             module.accumulate(batch, module.model(batch.images, gt_depth=lifted, teacher=teacher))
         module.on_validation_epoch_end()

@@ -73,6 +73,11 @@ class DepthHeadConfig:
     # pyramid does not place
     refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "
                                "map (context of the whole room); 0: no refiner.", minimum=0, maximum=8)
+    # session 9: a weightless fit on the 2D stage's outputs (model/layout.py); runs at train and test time alike
+    layout_planes: str = param("walls_floor", "Replace the depth of wall pixels (walls) or of wall and floor pixels "
+                               "(walls_floor) by a fitted Manhattan layout (a floor plane, vertical walls at right "
+                               "angles) before the 3D stage lifts it; off: lift the depth head's depth.",
+                               options=["off", "walls", "walls_floor"])
 
 
 @dataclass

@@ -384,7 +384,8 @@ def test_a_checkpoint_stored_before_an_added_part_existed_loads_without_it(tmp_p
     del stored[section][leaf]
     path = tmp_path / "old.safetensors"
     save_safetensors(PanopticReconstruction(old).state_dict(), path, stored)
-    spec = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path}"])
+    # a spec that asks for the part (context_layers is off by default)
+    spec = load_config(str(_spec_file(tmp_path, [f"model.{key}=2"])), [f"results_dir={tmp_path}"])
     assert getattr(getattr(spec.model, section), leaf) > 0
     module = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None)
     assert built(module.model) is None

@@ -33,8 +33,8 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
 
 
 # inference-time settings the spec keeps even when the checkpoint brings its own architecture
-RUNTIME_KEYS = ("mode", "frustum3d.max_voxels", "frustum3d.occupancy_threshold", "mask_former.test_topk",
-                "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
+RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "frustum3d.max_voxels", "frustum3d.occupancy_threshold",
+                "mask_former.test_topk", "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
 
 
 # architecture keys added after checkpoints were first stored: the value that a stored model section without the key

@@ -12,6 +12,7 @@ from ..geometry import FrustumGrid, Intrinsics
 from .backbone import get_backbone
 from .frustum3d import Frustum3D, Output3D
 from .head2d import Head2D, Output2D
+from .layout import get_layout
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PanopticReconstruction(nn.Module):
         self.enable_3d = cfg.dataset.enable_3d
         self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels) \
             if self.enable_3d else None
+        self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         return self.head2d(self.backbone(images))
@@ -49,6 +51,8 @@ class PanopticReconstruction(nn.Module):
         out3d = None
         if self.stage3d is not None:
             depth = out2d.depth.detach()
+            if self.layout is not None:
+                depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
             if gt_depth is not None and teacher is not None:
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
                 pick = teacher.to(depth.device).view(-1, 1, 1)
