@@ -2,6 +2,7 @@
 pass per frame: how the shipped default was chosen.
 
     python bench/occupancy_threshold.py [--checkpoint PATH] [--frames 48] [--split val] [--thresholds 0.15,0.2,0.3]
+        [--set model.depth_head.layout_planes=off]
 
 Choose on the validation split (seed+1), report on the test split (seed+2).
 """
@@ -26,9 +27,11 @@ if __name__ == "__main__":
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.4")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
     args = p.parse_args()
     thresholds = sorted(float(t) for t in args.thresholds.split(","))
-    module, dataset, device = load_checkpoint(args.checkpoint, args.split)
+    module, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
     model = module.model.eval()
     model.stage3d.label_above = thresholds[0]  # label every voxel the lowest threshold keeps
     configs = {t: with_threshold(module.cfg, t) for t in thresholds}
@@ -43,5 +46,5 @@ if __name__ == "__main__":
                                   p3.index, p3.semantic, p3.instance)
     for t in thresholds:
         m = metrics[t].summary()
-        print(f"split={args.split} frames={args.frames} threshold={t} prq={m['prq']:.3f} rsq={m['rsq']:.3f} "
+        print(f"split={args.split} frames={args.frames} {' '.join(args.set)} threshold={t} prq={m['prq']:.3f} rsq={m['rsq']:.3f} "
               f"rrq={m['rrq']:.3f} occupancy_iou={m['occupancy_iou']:.3f}")

@@ -41,8 +41,9 @@ def main(store_root: str, job_id: str) -> int:
     kpis = [e["kpi"] for e in read_status(store.results_dir(job_id)) if isinstance(e.get("kpi"), (int, float))]
     record.kpi = max(kpis) if kpis else None
     record.finished_at = time.time()
-    store.save(record)
+    # the files first, the final record last: whoever sees the job finished (here or through S3) finds its results
     store.sync_up(job_id)
+    store.save(record)
     return 0
 
 
