@@ -28,6 +28,7 @@ class LayoutSettings:
     max_change: float = 0.3      # relative: a pixel further than this from every plane keeps the depth head's depth
     step: int = 8                # pixels between the two ends of a top-view step along a row (a wall's direction)
     iterations: int = 4          # of the floor's reweighted plane fit
+    query_score: float = 0.05    # a query takes part in the full-resolution classes above this class probability
     wall_offset: str = "pixels"  # a wall's distance from its own pixels' median ("pixels") or from its base ("bases")
     replace: tuple = (FLOOR, WALL)  # the classes whose depth the planes replace (the floor is fitted either way)
 
@@ -45,12 +46,16 @@ class Plane:
         return torch.where(t > 0, t, torch.zeros_like(t))
 
 
-def pixel_classes(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask2Former's semantic inference: (class B x h x w, its probability) from B x N x C class logits and
-    B x N x h x w mask logits; class 0 ('no object') takes no part."""
-    probs = torch.einsum("bnc,bnhw->bchw", class_logits.float().softmax(-1)[..., 1:], mask_logits.float().sigmoid())
+def class_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """Mask2Former's semantic inference: B x (C - 1) x h x w from B x N x C class and B x N x h x w mask logits;
+    class 0 ('no object') takes no part, so channel c is class c + 1."""
+    return torch.einsum("bnc,bnhw->bchw", class_logits.float().softmax(-1)[..., 1:], mask_logits.float().sigmoid())
+
+
+def pixel_classes(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """B x h x w class of each pixel (0 where no class reaches the threshold)."""
     score, label = probs.max(1)
-    return label + 1, score
+    return torch.where(score > threshold, label + 1, torch.zeros_like(label))
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -109,16 +114,21 @@ class ManhattanLayout:
         """depth B x h x w (z, metres) with the 2D stage's B x N x C class and B x N x h' x w' mask logits."""
         size = (self.intrinsics.height, self.intrinsics.width)
         full_depth = F.interpolate(depth[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-        masks = F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False)
-        full_label, full_score = pixel_classes(class_logits, masks)
-        masks = F.interpolate(mask_logits.float(), size=depth.shape[-2:], mode="bilinear", align_corners=False)
-        label, score = pixel_classes(class_logits, masks)
+        if mask_logits.shape[-2:] != depth.shape[-2:]:
+            mask_logits = F.interpolate(mask_logits.float(), size=depth.shape[-2:], mode="bilinear",
+                                        align_corners=False)
+        label = pixel_classes(class_probabilities(class_logits, mask_logits))
         rays = self.intrinsics.pixel_rays(depth.device)
         small_rays = self.intrinsics.scaled(depth.shape[-1], depth.shape[-2]).pixel_rays(depth.device)
+        # at the image's resolution only the queries that name a class are upsampled (about 1 in 6: the cost)
+        named = class_logits.float().softmax(-1)[..., 1:].amax(-1) > self.settings.query_score
         out = []
         for b in range(len(depth)):
-            planes = self.fit(full_depth[b], full_label[b] * (full_score[b] > 0.5), rays)
-            out.append(self.apply(depth[b].float(), label[b] * (score[b] > 0.5), small_rays, planes))
+            masks = F.interpolate(mask_logits[b, named[b]][None].float(), size=size, mode="bilinear",
+                                  align_corners=False)
+            full_label = pixel_classes(class_probabilities(class_logits[b, named[b]][None], masks))[0]
+            planes = self.fit(full_depth[b], full_label, rays)
+            out.append(self.apply(depth[b].float(), label[b], small_rays, planes))
         return torch.stack(out).to(depth.dtype)
 
     def apply(self, depth: torch.Tensor, label: torch.Tensor, rays: torch.Tensor, planes: list[Plane]):
