@@ -455,3 +455,25 @@ def test_log_depth_gradient_loss_hand_computed():
     pred[0, 3, 3] = 100.0                                   # where there is no truth: must not matter
     assert math.isclose(float(depth_loss(pred, gt_hole, 1.0)), hole, rel_tol=1e-6)
     assert float(depth_loss(pred, gt_hole, 1.0)) > float(depth_loss(pred, gt_hole, 0.0))
+
+
+def test_the_spec_chooses_the_layout_whatever_the_checkpoint_stored(tmp_path):
+    """model.depth_head.layout_planes has no weights: evaluate / inference take the spec's choice, not the one
+    stored with the checkpoint's architecture."""
+    from nvpanoptix3d.engine.checkpoint import save_safetensors
+    from nvpanoptix3d.engine.predictor import load_for_action
+    from nvpanoptix3d.labels import FLOOR, WALL
+    from nvpanoptix3d.model.layout import ManhattanLayout
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    stored = load_config(str(_spec_file(tmp_path, ["model.depth_head.layout_planes=walls_floor"])),
+                         [f"results_dir={tmp_path}"])
+    path = tmp_path / "weights.safetensors"
+    save_safetensors(PanopticReconstruction(stored).state_dict(), path, dataclasses.asdict(stored.model))
+    for choice, expected in (("off", None), ("walls", (WALL,)), ("walls_floor", (FLOOR, WALL))):
+        spec = load_config(str(_spec_file(tmp_path, [f"model.depth_head.layout_planes={choice}"])),
+                           [f"results_dir={tmp_path}"])
+        layout = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None).model.layout
+        if expected is None:
+            assert layout is None
+        else:
+            assert isinstance(layout, ManhattanLayout) and layout.settings.replace == expected
