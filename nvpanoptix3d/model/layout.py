@@ -3,11 +3,12 @@ right angles to each other. Their depth replaces the depth head's on floor and w
 lifts it (`model.depth_head.layout_planes`).
 
 Why: walls are most of the depth head's error (bench/depth_by_class.py), and a wall that a thickened PRQ segment
-can match must lie within a voxel or two (3-6 cm) of the truth, while a per-pixel depth wobbles along it. A wall
-is placed where it meets the floor when that contact is seen: the floor plane is fitted to many near pixels and is
-the better-measured surface. No weights: the fit reads the depth, class and mask outputs of any checkpoint.
-Planes are fitted at the image's resolution (a quarter-resolution pixel of floor near a wall's base spans 15 cm of
-depth at 4 m) and applied at the depth map's.
+can match must lie within a voxel or two (3-6 cm) of the truth, while a per-pixel depth wobbles along it and turns
+walls toward the camera. A wall runs as its base on the floor plane runs (the floor is the better-measured
+surface; a quarter-resolution pixel near a wall's base spans 15 cm of depth at 4 m, so planes are fitted at the
+image's resolution) and stands at its own pixels' median distance (placing it at its base was worse: the floor
+plane's tilt error grows with distance; bench/results/bench_layout_cpu.txt). No weights: the fit reads the depth,
+class and mask outputs of any checkpoint.
 """
 from __future__ import annotations
 
