@@ -5,21 +5,16 @@ and inside surfaces, and after aligning each image's median scale, on held-out s
 
 How the layout refiner's target was found (walls: most of the error) and how it is checked.
 """
-import argparse
 
 import torch
-from engine_common import WEIGHTS, load_checkpoint
+from engine_common import frames_on_test_split
 from torch.nn import functional as F
 
 from nvpanoptix3d.data import collate
 from nvpanoptix3d.labels import NAMES
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default=str(WEIGHTS))
-    p.add_argument("--frames", type=int, default=24)
-    args = p.parse_args()
-    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50",))
+    args, module, dataset, device = frames_on_test_split(__doc__)
     groups: dict[str, list[torch.Tensor]] = {}
     signed: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():

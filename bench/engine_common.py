@@ -49,9 +49,23 @@ def load_checkpoint(checkpoint: str, split: str, overrides: tuple = ()):
     return module, get_dataset(module.cfg.dataset, split), device
 
 
+def frames_on_test_split(description: str):
+    """(args, module, test dataset, device) for a bench over --frames held-out frames of --checkpoint."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--checkpoint", default=str(WEIGHTS))
+    p.add_argument("--frames", type=int, default=24)
+    args = p.parse_args()
+    return (args, *held_out(args.checkpoint))
+
+
+def held_out(checkpoint: str, overrides: tuple = ()):
+    """The test split (seed+2) with 50 scenes, so benches can take up to 200 frames."""
+    return load_checkpoint(checkpoint, "test", ("dataset.synthetic.eval_scenes=50", *overrides))
+
+
 def evaluate(args) -> tuple[dict, float]:
     """Metrics on held-out synthetic frames and seconds per 320 x 240 frame of inference on this machine."""
-    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50", *args.set))
+    module, dataset, device = held_out(args.checkpoint, tuple(args.set))
     error = 0.0 if args.depth == "ground_truth" else None
     error = args.depth_error if args.depth_error is not None else error
     true_on = torch.tensor([NAMES.index(name) for name in args.true_depth_on.split(",") if name], dtype=torch.long)

@@ -4,12 +4,11 @@ placed where they meet the floor (the default), on held-out synthetic frames; an
 
     python bench/layout_depth.py [--checkpoint PATH] [--frames 24]
 """
-import argparse
 import dataclasses
 import time
 
 import torch
-from engine_common import WEIGHTS, load_checkpoint
+from engine_common import frames_on_test_split
 from torch.nn import functional as F
 
 from nvpanoptix3d.data import collate
@@ -18,11 +17,7 @@ from nvpanoptix3d.model.layout import LayoutSettings, ManhattanLayout
 from nvpanoptix3d.model.network import get_grid
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default=str(WEIGHTS))
-    p.add_argument("--frames", type=int, default=24)
-    args = p.parse_args()
-    module, dataset, device = load_checkpoint(args.checkpoint, "test", ("dataset.synthetic.eval_scenes=50",))
+    args, module, dataset, device = frames_on_test_split(__doc__)
     intrinsics = get_grid(module.cfg).intrinsics
     variants = {"depth head": None,
                 "planes (own pixels)": ManhattanLayout(intrinsics, dataclasses.replace(LayoutSettings(),
