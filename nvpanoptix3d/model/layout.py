@@ -78,6 +78,12 @@ def fit_plane(points: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torc
     return normal, normal @ centre
 
 
+def same_wall_tolerance(offset: torch.Tensor) -> torch.Tensor:
+    """How far (m) from a wall at this offset a point or another estimate still belongs to it: 15%, at least 30 cm
+    (parallel walls of one room stand a metre or more apart)."""
+    return torch.clamp(0.15 * offset.abs(), min=0.3)
+
+
 def wall_groups(offsets: torch.Tensor, min_count: int, bin_size: float = 0.05, most: int = 3) -> list[torch.Tensor]:
     """Index tensors, one per wall, among the offsets (> 0) of parallel walls on one side of the camera: the
     densest neighbourhood first, then the densest of what is left."""
@@ -88,7 +94,7 @@ def wall_groups(offsets: torch.Tensor, min_count: int, bin_size: float = 0.05, m
         counts = torch.bincount(bins - bins.min()).float()
         smooth = F.conv1d(counts[None, None], torch.ones(1, 1, 5, device=v.device), padding=2)[0, 0]
         centre = (smooth.argmax() + bins.min() + 0.5) * bin_size
-        near = (v - centre).abs() < torch.clamp(0.15 * centre, min=0.3)
+        near = (v - centre).abs() < same_wall_tolerance(centre)
         if near.sum() < min_count:
             break
         groups.append(left[near])
@@ -241,12 +247,11 @@ class ManhattanLayout:
     def _from_pixels(self, plane: Plane, points: torch.Tensor) -> Plane:
         """The wall moved to the median offset of the wall points near it."""
         offsets = points @ plane.normal
-        near = (offsets - plane.offset).abs() < torch.clamp(0.15 * plane.offset.abs(), min=0.3)
+        near = (offsets - plane.offset).abs() < same_wall_tolerance(plane.offset)
         if near.sum() < self.settings.min_contacts:
             return plane
         return Plane(plane.normal, offsets[near].median(), WALL)
 
     @staticmethod
     def _same(a: Plane, b: Plane) -> bool:
-        return bool((a.normal @ b.normal > 0.99) and (a.offset - b.offset).abs() < torch.clamp(
-            0.15 * b.offset.abs(), min=0.3))
+        return bool((a.normal @ b.normal > 0.99) and (a.offset - b.offset).abs() < same_wall_tolerance(b.offset))
