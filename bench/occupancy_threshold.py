@@ -46,5 +46,5 @@ if __name__ == "__main__":
                                   p3.index, p3.semantic, p3.instance)
     for t in thresholds:
         m = metrics[t].summary()
-        print(f"split={args.split} frames={args.frames} {' '.join(args.set)} threshold={t} prq={m['prq']:.3f} rsq={m['rsq']:.3f} "
-              f"rrq={m['rrq']:.3f} occupancy_iou={m['occupancy_iou']:.3f}")
+        print(f"split={args.split} frames={args.frames} {' '.join(args.set)} threshold={t} prq={m['prq']:.3f} "
+              f"rsq={m['rsq']:.3f} rrq={m['rrq']:.3f} occupancy_iou={m['occupancy_iou']:.3f}")
