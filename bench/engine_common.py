@@ -19,10 +19,18 @@ from nvpanoptix3d.labels import NAMES  # noqa: E402
 WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
 
 
-def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser()
+def checkpoint_parser(frames: int, description: str | None = None) -> argparse.ArgumentParser:
+    """--checkpoint, --frames and --set, which every bench over held-out frames takes."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--checkpoint", default=str(WEIGHTS))
-    p.add_argument("--frames", type=int, default=8, help="held-out synthetic frames (test split, seed+2)")
+    p.add_argument("--frames", type=int, default=frames, help="held-out synthetic frames")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
+    return p
+
+
+def parse() -> argparse.Namespace:
+    p = checkpoint_parser(8)
     p.add_argument("--timing-frames", type=int, default=3)
     p.add_argument("--depth", choices=("predicted", "ground_truth"), default="predicted",
                    help="lift into 3D with the predicted depth (the product) or the true depth (the 3D stage's "
@@ -34,8 +42,6 @@ def parse() -> argparse.Namespace:
                    help="comma-separated class names (e.g. wall,floor) lifted with the true depth, the rest with "
                         "the predicted: what fixing the depth of those classes alone would give")
     p.add_argument("--per-class", action="store_true", help="also print PRQ / RSQ / RRQ and counts per class")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a spec override, e.g. model.depth_head.layout_planes=false (repeatable)")
     return p.parse_args()
 
 
@@ -51,11 +57,8 @@ def load_checkpoint(checkpoint: str, split: str, overrides: tuple = ()):
 
 def frames_on_test_split(description: str):
     """(args, module, test dataset, device) for a bench over --frames held-out frames of --checkpoint."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--checkpoint", default=str(WEIGHTS))
-    p.add_argument("--frames", type=int, default=24)
-    args = p.parse_args()
-    return (args, *held_out(args.checkpoint))
+    args = checkpoint_parser(24, description).parse_args()
+    return (args, *held_out(args.checkpoint, tuple(args.set)))
 
 
 def held_out(checkpoint: str, overrides: tuple = ()):

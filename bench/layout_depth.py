@@ -1,6 +1,7 @@
 """What the Manhattan layout (nvpanoptix3d/model/layout.py) does to the depth of floors and walls: relative error on
-true floor / wall / other pixels, by the depth head alone, by planes placed from their own pixels, and by walls
-placed where they meet the floor (the default), on held-out synthetic frames; and the fit's time per frame.
+true floor / wall / other pixels, by the depth head alone, by planes turned and placed by their own pixels, by walls
+placed where they meet the floor, and by walls turned as their bases run and placed by their pixels (the default),
+on held-out synthetic frames; and the fit's time per frame.
 
     python bench/layout_depth.py [--checkpoint PATH] [--frames 24]
 """

@@ -6,11 +6,10 @@ pass per frame: how the shipped default was chosen.
 
 Choose on the validation split (seed+1), report on the test split (seed+2).
 """
-import argparse
 import dataclasses
 
 import torch
-from engine_common import WEIGHTS, load_checkpoint
+from engine_common import checkpoint_parser, load_checkpoint
 
 from nvpanoptix3d.data import collate
 from nvpanoptix3d.model.postprocess import panoptic_3d
@@ -22,13 +21,9 @@ def with_threshold(cfg, threshold: float):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default=str(WEIGHTS))
-    p.add_argument("--frames", type=int, default=48)
+    p = checkpoint_parser(48)
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.4")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
     args = p.parse_args()
     thresholds = sorted(float(t) for t in args.thresholds.split(","))
     module, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
