@@ -1,7 +1,7 @@
 """Training step of the shipped recipe (both stages, 256^3 grid): seconds per step, images/s, peak GPU memory.
 
     python bench/train_step.py [--batch 2] [--steps 3] [--precision fp32|bf16] [--stage both|2d|3d] [--profile]
-                               [--loader-batches N] [--workers K]
+                               [--loader-batches N] [--workers K] [--set KEY=VALUE ...]
 
 Forward, losses and backward on synthetic frames generated once (the data loader is not timed); no optimiser
 step, so every step sees the same weights. A GPU is used when there is one. --stage 2d is the depth / 2D-only
@@ -37,6 +37,8 @@ if __name__ == "__main__":
     p.add_argument("--profile", action="store_true")
     p.add_argument("--loader-batches", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: the spec's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -44,7 +46,8 @@ if __name__ == "__main__":
                                                            f"dataset.synthetic.render_device={device.type}",
                                                            f"dataset.enable_3d={str(a.stage != '2d').lower()}",
                                                            f"dataset.train.batch_size={a.batch}"]
-                      + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if a.stage == "3d" else []))
+                      + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if a.stage == "3d" else [])
+                      + a.set)
     module = PanopticModule(cfg).to(device).train()
     module.on_train_batch_start(None, 0)  # a frozen 2D stage runs in eval mode, as in training
     batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(a.batch)))).to(device)
