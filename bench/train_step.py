@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nvpanoptix3d.cli import load_config  # noqa: E402
 from nvpanoptix3d.data import collate, get_dataset  # noqa: E402
 from nvpanoptix3d.engine.module import PanopticModule  # noqa: E402
+from nvpanoptix3d.engine.status import StatusWriter  # noqa: E402
+from nvpanoptix3d.engine.train import stage_init  # noqa: E402
 from nvpanoptix3d.model.losses import compute_losses, occupancy_grids  # noqa: E402
 
 from engine_common import WEIGHTS  # noqa: E402  (bench/ is the script's own folder on sys.path)
@@ -48,7 +50,9 @@ if __name__ == "__main__":
                                                            f"dataset.train.batch_size={a.batch}"]
                       + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if a.stage == "3d" else [])
                       + a.set)
-    module = PanopticModule(cfg).to(device).train()
+    module = PanopticModule(cfg)
+    stage_init(module, cfg, StatusWriter(cfg.results_dir, enabled=False))  # --stage 3d: the shipped 2D stage
+    module = module.to(device).train()
     module.on_train_batch_start(None, 0)  # a frozen 2D stage runs in eval mode, as in training
     batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(a.batch)))).to(device)
     g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions)) if cfg.dataset.enable_3d \

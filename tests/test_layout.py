@@ -119,3 +119,16 @@ def test_walls_choice_keeps_the_floor():
     assert wall_error(out, truth, label) < 0.5 * wall_error(depth, truth, label)
     both = get_layout("walls_floor", k)(depth[None], class_logits, masks)[0]
     assert not torch.equal(both[label == FLOOR], depth[label == FLOOR])
+
+
+def test_bf16_autocast_fits_in_fp32():
+    """Training and GPU inference run under bf16 autocast; the fit must still run, in fp32, and agree."""
+    truth, label, k, _ = render_room([1.5, 1.2, 1.5], [4.0, 3.5, 0.8])
+    depth = torch.where(label == WALL, truth * 1.05, truth)
+    class_logits, masks = logits_for(label)
+    layout = ManhattanLayout(k)
+    plain = layout(depth[None], class_logits, masks)
+    with torch.autocast("cpu", torch.bfloat16):
+        mixed = layout(depth[None], class_logits, masks)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, plain)

@@ -119,6 +119,11 @@ class ManhattanLayout:
     @torch.no_grad()
     def __call__(self, depth: torch.Tensor, class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
         """depth B x h x w (z, metres) with the 2D stage's B x N x C class and B x N x h' x w' mask logits."""
+        # fp32 throughout, also under bf16 autocast: the plane fits' eigh has no bf16 kernel, and metres need it
+        with torch.autocast(depth.device.type, enabled=False):
+            return self._replace_planes(depth, class_logits, mask_logits)
+
+    def _replace_planes(self, depth, class_logits, mask_logits):
         size = (self.intrinsics.height, self.intrinsics.width)
         full_depth = F.interpolate(depth[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
         if mask_logits.shape[-2:] != depth.shape[-2:]:
