@@ -69,6 +69,10 @@ class DepthHeadConfig:
     # 0.232 -> 0.240 -> 0.244 (same 3D stage); the same calls without it had plateaued at 0.0701-0.0712 (session 7)
     gradient_weight: float = param(0.5, "Weight of multi-scale log-depth gradient matching inside the depth loss "
                                    "(sharp depth edges, flat planes).", minimum=0.0, maximum=10.0)
+    # session 10: what the layout leaves on the walls is each image's scale (the floor plane puts the camera's
+    # height 8% off); the other terms see it only through pixel-wise errors
+    scale_weight: float = param(0.0, "Weight of the per-image scale term inside the depth loss: the squared "
+                                "mean log depth ratio of each image.", minimum=0.0, maximum=100.0)
     # session 7: walls were most of the depth error (median 5.7% against 2.6% on floors), planes a local
     # pyramid does not place
     refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "

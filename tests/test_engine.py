@@ -457,6 +457,26 @@ def test_log_depth_gradient_loss_hand_computed():
     assert float(depth_loss(pred, gt_hole, 1.0)) > float(depth_loss(pred, gt_hole, 0.0))
 
 
+def test_image_scale_loss_hand_computed():
+    """depth_head.scale_weight: image 0 is 2x too far everywhere, image 1 right on half its pixels and 4x too near
+    on the other half, image 2 has no truth: ((log 2)^2 + (log 4 / 2)^2) / 2 = (log 2)^2; a per-pixel wobble
+    with zero mean per image costs nothing."""
+    import math
+
+    from nvpanoptix3d.model.losses import depth_loss, image_scale_loss
+    log_ratio = torch.zeros(3, 2, 2)
+    log_ratio[0] = math.log(2)
+    log_ratio[1, 0] = -math.log(4)
+    valid = torch.ones(3, 2, 2, dtype=torch.bool)
+    valid[2] = False
+    log_ratio[2] = 7.0                                      # no truth: must not count
+    assert math.isclose(float(image_scale_loss(log_ratio, valid)), math.log(2) ** 2, rel_tol=1e-6)
+    wobble = torch.tensor([[[0.1, -0.1], [-0.2, 0.2]]])
+    assert abs(float(image_scale_loss(wobble, torch.ones(1, 2, 2, dtype=torch.bool)))) < 1e-12
+    gt = torch.full((1, 4, 4), 2.0)
+    assert float(depth_loss(gt * 1.5, gt, 0.0, 1.0)) > float(depth_loss(gt * 1.5, gt, 0.0, 0.0))
+
+
 def test_the_spec_chooses_the_layout_whatever_the_checkpoint_stored(tmp_path):
     """model.depth_head.layout_planes has no weights: evaluate / inference take the spec's choice, not the one
     stored with the checkpoint's architecture."""

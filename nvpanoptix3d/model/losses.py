@@ -48,17 +48,31 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
                            (mf.class_weight, mf.mask_weight, mf.dice_weight))
 
 
-def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0) -> torch.Tensor:
+def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
+               scale_weight: float = 0.0) -> torch.Tensor:
     pred = F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
     diff = torch.log(pred[valid]) - torch.log(gt[valid])
     loss = diff.abs().mean() + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
-    if gradient_weight:
+    if gradient_weight or scale_weight:
         log_ratio = torch.where(valid, torch.log(pred) - torch.log(gt.clamp(min=1e-3)), 0.0)
+    if gradient_weight:
         loss = loss + gradient_weight * log_gradient_loss(log_ratio, valid)
+    if scale_weight:
+        loss = loss + scale_weight * image_scale_loss(log_ratio, valid)
     return loss
+
+
+def image_scale_loss(log_ratio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The mean over images of each image's squared mean log(pred / gt): the per-image scale error, which the
+    3D stage cannot undo (a room 5% too large puts every wall voxels off) and the batch-wide variance term
+    dilutes in the other images' pixels. Images without truth are left out."""
+    count = valid.sum((1, 2))
+    has = count > 0
+    mean = log_ratio.sum((1, 2))[has] / count[has]
+    return (mean ** 2).mean()
 
 
 def log_gradient_loss(log_ratio: torch.Tensor, valid: torch.Tensor, scales: int = 4) -> torch.Tensor:
@@ -172,8 +186,8 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     if o.aux:  # earlier decoder layers: deep supervision, summed
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
-        losses["depth"] = cfg.model.depth_head.weight * depth_loss(o.depth, batch.depths,
-                                                                   cfg.model.depth_head.gradient_weight)
+        head = cfg.model.depth_head
+        losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight)
     return losses
 
 
