@@ -82,6 +82,11 @@ class DepthHeadConfig:
                                "(walls_floor) by a fitted Manhattan layout (a floor plane, vertical walls at right "
                                "angles) before the 3D stage lifts it; off: lift the depth head's depth.",
                                options=["off", "walls", "walls_floor"])
+    # session 10: a 3D call trained on the layout's depth (6 minutes, H200) gave test PRQ 0.2501 -> 0.2490 while
+    # the fit's per-frame loop cut the 3D step from 119 to 45 images/s (bench/results/bench_train_step_h100.txt)
+    layout_in_training: bool = param(False, "Fit the layout in training's forward pass too (the 3D stage then "
+                                     "learns on the depth it is tested on, at 2.6x the step time); validation, "
+                                     "evaluate and inference fit it whenever layout_planes is on.")
 
 
 @dataclass

@@ -497,3 +497,25 @@ def test_the_spec_chooses_the_layout_whatever_the_checkpoint_stored(tmp_path):
             assert layout is None
         else:
             assert isinstance(layout, ManhattanLayout) and layout.settings.replace == expected
+
+
+@pytest.mark.parametrize("in_training", [False, True])
+def test_layout_fits_in_training_only_when_asked(tmp_path, in_training):
+    """model.depth_head.layout_in_training: the fit costs the 3D step 2.6x its time on the GPU, so training skips
+    it by default; validation and inference (eval mode) always fit it when layout_planes is on."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path, [f"model.depth_head.layout_in_training={str(in_training).lower()}"])),
+                      [f"results_dir={tmp_path}"])
+    model = PanopticReconstruction(cfg)
+    calls = []
+    fit = model.layout
+
+    def counting(depth, *rest):
+        calls.append(model.training)
+        return fit(depth, *rest)
+    model.layout = counting
+    images = collate([get_dataset(cfg.dataset, "train", True)[0]]).images
+    with torch.no_grad():
+        model.train()(images)
+        model.eval()(images)
+    assert calls == ([True, False] if in_training else [False])

@@ -39,6 +39,7 @@ class PanopticReconstruction(nn.Module):
         self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels) \
             if self.enable_3d else None
         self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
+        self.layout_in_training = cfg.model.depth_head.layout_in_training
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         return self.head2d(self.backbone(images))
@@ -51,7 +52,7 @@ class PanopticReconstruction(nn.Module):
         out3d = None
         if self.stage3d is not None:
             depth = out2d.depth.detach()
-            if self.layout is not None:
+            if self.layout is not None and (self.layout_in_training or not self.training):
                 depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
             if gt_depth is not None and teacher is not None:
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
