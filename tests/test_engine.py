@@ -519,3 +519,38 @@ def test_layout_fits_in_training_only_when_asked(tmp_path, in_training):
         model.train()(images)
         model.eval()(images)
     assert calls == ([True, False] if in_training else [False])
+
+
+def test_large_segments_hand_computed():
+    """A stuff class (instance 0) and two instances of one thing class: 5, 3 and 1 voxels; the same instance id in
+    another class is another segment."""
+    from nvpanoptix3d.model.postprocess import large_segments
+    semantic = torch.tensor([1, 1, 1, 1, 1, 5, 5, 5, 5, 6])
+    instance = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    assert large_segments(semantic, instance, 3).tolist() == [True] * 8 + [False, False]
+    assert large_segments(semantic, instance, 4).tolist() == [True] * 5 + [False] * 5
+    assert large_segments(semantic, instance, 0).all() and large_segments(semantic[:0], instance[:0], 3).numel() == 0
+
+
+def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
+    from nvpanoptix3d.model.postprocess import panoptic_3d
+    cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0"])),
+                      [f"results_dir={tmp_path / 'r'}"])
+    torch.manual_seed(0)
+    module = PanopticModule(cfg).eval()
+    images = collate([get_dataset(cfg.dataset, "train")[0]]).images
+    with torch.no_grad():
+        out = module.model(images)
+    every = panoptic_3d(out.out2d, out.out3d, 0, cfg)
+    keys, inverse, counts = torch.unique(every.semantic * 1000 + every.instance, return_inverse=True,
+                                         return_counts=True)
+    assert len(keys) >= 2
+    size = int(counts.max())                        # only the largest segment stays
+    f3 = dataclasses.replace(cfg.model.frustum3d, min_segment_voxels=size)
+    kept = panoptic_3d(out.out2d, out.out3d, 0, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                                                                 frustum3d=f3)))
+    big = counts[inverse] >= size
+    assert 0 < int(big.sum()) < len(big)
+    assert torch.equal(kept.index, every.index[big]) and torch.equal(kept.semantic, every.semantic[big])
+    assert torch.equal(kept.instance, every.instance[big])
+    assert set(kept.scores) == set(every.scores) & set(kept.instance.tolist())

@@ -102,9 +102,18 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
         votes.index_put_((inverse, semantic[thing_voxel]), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
         semantic[thing_voxel] = votes.argmax(-1)[inverse]
         scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
-    if mode == "instance":
-        keep_vox = thing_voxel
-        index, semantic, instance, prob_kept = index[keep_vox], semantic[keep_vox], instance[keep_vox], prob[occupied][keep_vox]
-    else:
-        prob_kept = prob[occupied]
+    prob_kept = prob[occupied]
+    keep_vox = thing_voxel if mode == "instance" else torch.ones_like(thing_voxel)
+    keep_vox &= large_segments(semantic, instance, f3.min_segment_voxels)
+    index, semantic, instance, prob_kept = index[keep_vox], semantic[keep_vox], instance[keep_vox], prob_kept[keep_vox]
+    scores = {k: v for k, v in scores.items() if k in set(instance.unique().tolist())}
     return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))
+
+
+def large_segments(semantic: torch.Tensor, instance: torch.Tensor, min_voxels: int) -> torch.Tensor:
+    """V bool: the voxels of segments (class and instance; stuff's instance is 0) of at least min_voxels voxels."""
+    if min_voxels <= 1 or semantic.numel() == 0:
+        return torch.ones_like(semantic, dtype=torch.bool)
+    _, inverse, counts = torch.unique(semantic * (instance.max() + 1) + instance, return_inverse=True,
+                                      return_counts=True)
+    return counts[inverse] >= min_voxels
