@@ -67,7 +67,7 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
 
 def image_scale_loss(log_ratio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """The mean over images of each image's squared mean log(pred / gt): the per-image scale error, which the
-    3D stage cannot undo (a room 5% too large puts every wall voxels off) and the batch-wide variance term
+    3D stage cannot undo (a room 5% too large puts every wall voxel off) and the batch-wide variance term
     dilutes in the other images' pixels. Images without truth are left out."""
     count = valid.sum((1, 2))
     has = count > 0

@@ -103,10 +103,12 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
         semantic[thing_voxel] = votes.argmax(-1)[inverse]
         scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
     prob_kept = prob[occupied]
-    keep_vox = thing_voxel if mode == "instance" else torch.ones_like(thing_voxel)
-    keep_vox &= large_segments(semantic, instance, f3.min_segment_voxels)
+    keep_vox = large_segments(semantic, instance, f3.min_segment_voxels)
+    if mode == "instance":
+        keep_vox = keep_vox & thing_voxel
     index, semantic, instance, prob_kept = index[keep_vox], semantic[keep_vox], instance[keep_vox], prob_kept[keep_vox]
-    scores = {k: v for k, v in scores.items() if k in set(instance.unique().tolist())}
+    present = set(instance.unique().tolist())
+    scores = {k: v for k, v in scores.items() if k in present}
     return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))
 
 
