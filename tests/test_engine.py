@@ -40,6 +40,12 @@ def test_every_key_round_trips_yaml_dataclass_yaml():
         assert from_dict(ExperimentConfig, yaml.safe_load(yaml.safe_dump(again))) == cfg
 
 
+def test_shipped_training_recipe_loads():
+    """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
+    cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])
+    assert cfg.model.backbone_type == "resnet18" and cfg.model.depth_head.scale_weight == 5.0
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ({"train": {"optim": {"lrr": 1}}}, "train.optim.lrr: unknown key"),
     ({"model": {"mask_former": {"dec_layers": 0}}}, "model.mask_former.dec_layers: 0 is below"),
