@@ -128,8 +128,10 @@ class Frustum3DConfig:
 @dataclass
 class ModelConfig:
     backbone_type: str = param("vggt", "Image backbone: vggt (VGGT's aggregator; loads a released VGGT checkpoint "
-                               "through pretrained_backbone_path) or resnet_tiny / resnet18 (transformers ResNet, fast).",
-                               options=["vggt", "resnet_tiny", "resnet18"], option_weights=[0.2, 0.6, 0.2],
+                               "through pretrained_backbone_path) or resnet_tiny / resnet18 / resnet34 (transformers "
+                               "ResNet, fast).",
+                               options=["vggt", "resnet_tiny", "resnet18", "resnet34"],
+                               option_weights=[0.2, 0.5, 0.2, 0.1],
                                automl=False, popular=True)
     mode: str = param("panoptic", "Prediction mode.", options=["panoptic", "instance", "semantic"])
     pretrained_backbone_path: str = param("", "Optional backbone weights (safetensors or .pt).")

@@ -253,9 +253,15 @@ def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
                     "--stage3d-from", str(tmp_path / "full/checkpoints/last.ckpt")], check=True, cwd=REPO)
     merged = load_state_dict(out)
     assert set(merged) == {k[len("model."):] for k in full}
+    from safetensors.torch import load_file
+    assert sum(v.dtype == torch.int8 for v in load_file(str(out)).values()) > 10   # the export's default storage
     for key, value in merged.items():
-        source = flat if not key.startswith("stage3d.") else full
-        assert torch.equal(value, source["model." + key].half() if value.is_floating_point() else source["model." + key])
+        original = (flat if not key.startswith("stage3d.") else full)["model." + key]
+        if not original.is_floating_point():
+            assert torch.equal(value, original)
+        else:  # int8 matrices: within half a step (absmax / 127) and fp16's rounding of the original
+            step = original.abs().max() / 127 if value.numel() >= 4096 and value.ndim >= 2 else 0.0
+            assert (value.float() - original).abs().max() <= step / 2 + 1e-3 * original.abs().max() + 1e-6, key
     refused = subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(tmp_path / "x.safetensors"),
                               "--stage3d-from", str(out)], capture_output=True, text=True, cwd=REPO)
     assert refused.returncode != 0 and "has its own 3D stage" in refused.stderr
@@ -560,3 +566,80 @@ def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
     assert torch.equal(kept.index, every.index[big]) and torch.equal(kept.semantic, every.semantic[big])
     assert torch.equal(kept.instance, every.instance[big])
     assert set(kept.scores) == set(every.scores) & set(kept.instance.tolist())
+
+
+def test_int8_storage_hand_computed():
+    """Row [1, -2, 0.5] has scale 2 / 127: it stores [64, -127, 32] (63.5 rounds to even) and reads back
+    [128 / 127, -2, 64 / 127]; small and 1-D tensors stay as given."""
+    from nvpanoptix3d.engine.checkpoint import SCALE_SUFFIX, dequantize_int8, quantize_int8
+    weight = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
+    bias = torch.tensor([0.25, 0.5])
+    stored = quantize_int8({"w": weight, "b": bias, "steps": torch.tensor(3)}, min_numel=6)
+    assert stored["w"].dtype == torch.int8 and stored["w"].tolist() == [[64, -127, 32], [0, 0, 0]]
+    assert torch.allclose(stored["w" + SCALE_SUFFIX], torch.tensor([2 / 127, 1e-12 / 127]))
+    assert stored["b"] is bias and stored["steps"].item() == 3
+    back = dequantize_int8(stored)
+    assert set(back) == {"w", "b", "steps"}
+    assert torch.allclose(back["w"], torch.tensor([[128 / 127, -2.0, 64 / 127], [0.0, 0.0, 0.0]]))
+    assert quantize_int8({"w": weight}, min_numel=7)["w"] is weight     # under min_numel: untouched
+
+
+def test_int8_weights_load_back_within_half_a_step(tmp_path):
+    """A model saved with int8 matrices loads through load_state_dict with every key, as floats, each element within
+    half its slice's step of the original; an fp16 file (older shipped weights) loads as before."""
+    from nvpanoptix3d.engine.checkpoint import load_state_dict, quantize_int8, save_safetensors
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    state = PanopticReconstruction(cfg).state_dict()
+    save_safetensors(quantize_int8(state), tmp_path / "q.safetensors", dataclasses.asdict(cfg.model))
+    save_safetensors(state, tmp_path / "f.safetensors", dataclasses.asdict(cfg.model))
+    back, plain = load_state_dict(tmp_path / "q.safetensors"), load_state_dict(tmp_path / "f.safetensors")
+    assert set(back) == set(state) == set(plain)
+    quantized = 0
+    for name, original in state.items():
+        assert torch.equal(plain[name], original)
+        if original.is_floating_point() and original.ndim >= 2 and original.numel() >= 4096:
+            quantized += 1
+            step = original.flatten(1).abs().amax(1) / 127
+            error = (back[name] - original).flatten(1).abs()
+            assert (error <= step[:, None] / 2 + 1e-6).all(), name
+        else:
+            assert torch.equal(back[name], original), name
+    assert quantized > 10
+
+
+def test_a_resnet34_grown_from_resnet18_weights_starts_as_them(tmp_path):
+    """train.checkpoint_2d of a resnet18 with a spec naming resnet34: the spec's deeper backbone is kept, its
+    first blocks take the checkpoint's tensors and the other 8 start as identity, so the grown 2D stage predicts
+    what the checkpoint did; then it trains like any block (the zeroed scale gets a gradient)."""
+    from nvpanoptix3d.engine.checkpoint import save_safetensors
+    from nvpanoptix3d.engine.status import StatusWriter
+    from nvpanoptix3d.engine.train import backbone_of_checkpoint_2d, stage_init
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    small = load_config(str(_spec_file(tmp_path, ["model.backbone_type=resnet18"])), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    parent = PanopticReconstruction(small).eval()
+    for m in parent.backbone.modules():    # trained-looking norms: a zero mean / unit variance would hide a bug
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0), m.bias.data.uniform_(-0.1, 0.1)
+    path = tmp_path / "parent.safetensors"
+    save_safetensors(parent.state_dict(), path, dataclasses.asdict(small.model))
+    spec = load_config(str(_spec_file(tmp_path, ["model.backbone_type=resnet34", f"train.checkpoint_2d={path}"])),
+                       [f"results_dir={tmp_path}"])
+    spec = backbone_of_checkpoint_2d(spec)
+    assert spec.model.backbone_type == "resnet34"
+    module = PanopticModule(spec)
+    stage_init(module, spec, StatusWriter(tmp_path, enabled=False))
+    grown = module.model.eval()
+    assert sum(p.numel() for p in grown.backbone.parameters()) > 1.8 * sum(p.numel() for p in parent.backbone.parameters())
+    images = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        a, b = parent.forward_2d(images), grown.forward_2d(images)
+    for name in ("depth", "class_logits", "mask_logits"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-4), name
+    fresh = grown.backbone.net.encoder.stages[3].layers[2].layer[-1].normalization.weight
+    assert (fresh == 0).all()
+    grown.train()
+    grown.forward_2d(images).depth.mean().backward()
+    assert fresh.grad is not None and fresh.grad.abs().sum() > 0

@@ -15,7 +15,8 @@ class ResNetBackbone(nn.Module):
     """transformers' ResNet (random init, or weights from pretrained_backbone_path)."""
 
     SIZES = {"resnet_tiny": ([32, 64, 128, 256], [1, 1, 1, 1], 32, "basic"),
-             "resnet18": ([64, 128, 256, 512], [2, 2, 2, 2], 64, "basic")}
+             "resnet18": ([64, 128, 256, 512], [2, 2, 2, 2], 64, "basic"),
+             "resnet34": ([64, 128, 256, 512], [3, 4, 6, 3], 64, "basic")}
 
     def __init__(self, kind: str, checkpointing: bool = False):
         super().__init__()
@@ -34,6 +35,31 @@ class ResNetBackbone(nn.Module):
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net((image - self.mean) / self.std).feature_maps)
 
+    @classmethod
+    def deepens(cls, deeper: str, shallower: str) -> bool:
+        """Whether `deeper` is `shallower` with more blocks per stage (resnet18 -> resnet34): its first blocks can
+        take every tensor of the shallower one."""
+        if deeper not in cls.SIZES or shallower not in cls.SIZES or deeper == shallower:
+            return False
+        (h1, d1, e1, l1), (h2, d2, e2, l2) = cls.SIZES[deeper], cls.SIZES[shallower]
+        return (h1, e1, l1) == (h2, e2, l2) and all(a >= b for a, b in zip(d1, d2))
+
+    def start_fresh_blocks_as_identity(self, loaded: list[str], prefix: str = "") -> list[str]:
+        """Zero the last norm's scale of each residual block that got none of `loaded` (names under `prefix`): the
+        block then adds nothing, and as its input is a ReLU's output it passes it on unchanged, so a ResNet grown
+        from a shallower one starts by computing exactly what the shallower one did. Returns those blocks."""
+        fresh = []
+        for s, stage in enumerate(self.net.encoder.stages):
+            for m, block in enumerate(stage.layers):
+                name = f"{prefix}net.encoder.stages.{s}.layers.{m}."
+                # a block that changes width or stride has a shortcut convolution: it cannot start as identity
+                if m == 0 or not isinstance(block.shortcut, nn.Identity) or any(n.startswith(name) for n in loaded):
+                    continue
+                with torch.no_grad():
+                    block.layer[-1].normalization.weight.zero_()
+                fresh.append(name)
+        return fresh
+
 
 def get_backbone(cfg: ModelConfig, checkpointing: bool = False) -> nn.Module:
     if cfg.backbone_type == "vggt":
@@ -45,7 +71,8 @@ def get_backbone(cfg: ModelConfig, checkpointing: bool = False) -> nn.Module:
     elif cfg.backbone_type in ResNetBackbone.SIZES:
         backbone = ResNetBackbone(cfg.backbone_type, checkpointing)
     else:
-        raise SpecError(f"model.backbone_type: {cfg.backbone_type!r} is not one of vggt, resnet_tiny, resnet18")
+        raise SpecError(f"model.backbone_type: {cfg.backbone_type!r} is not one of vggt, "
+                         f"{', '.join(ResNetBackbone.SIZES)}")
     if cfg.pretrained_backbone_path:
         load_backbone_weights(backbone, cfg.pretrained_backbone_path)
     return backbone
