@@ -54,7 +54,7 @@ python scripts/export_weights.py $RUN/checkpoints/last.ckpt "$weights" "${keep3d
 # files come back from the device tool at most 16 MiB each: join here with `cat weights.part.* > x.safetensors`.
 # Split before the evaluation, so a call that runs out of time there still brings the weights back.
 (cd "$OUT" && split -b 15M nvpanoptix3d_synthetic.safetensors weights.part.)
-# held-out numbers of exactly what ships (fp16 weights, both stages)
+# held-out numbers of exactly what ships (the exported file: int8 matrices, both stages)
 python -m nvpanoptix3d evaluate -e scripts/specs/gpu_synthetic.yaml results_dir=$RUN/eval \
   evaluate.checkpoint="$weights" evaluate.split=test 2>&1 | grep -v "batch/s" | tail -n 15
 cp $RUN/eval/metrics.json "$OUT/metrics_test.json"
