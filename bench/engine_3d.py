@@ -1,7 +1,7 @@
 """3D stage: PRQ, occupancy IoU and semantic mIoU on held-out synthetic frames, and inference time per frame.
 
     python bench/engine_3d.py [--checkpoint PATH] [--frames N] [--depth predicted|ground_truth] [--depth-error F]
-        [--true-depth-on wall,floor] [--per-class] [--set model.depth_head.layout_planes=off]
+        [--true-depth-on wall,floor] [--true-scale] [--per-class] [--set model.depth_head.layout_planes=off]
 
 Target (issue 5): PRQ >= 0.45 with the shipped weights. `--depth ground_truth` lifts with the true depth: the
 gap between the two runs is what the depth head costs, the rest is the 3D stage's own.
@@ -13,6 +13,7 @@ if __name__ == "__main__":
     metrics, seconds = evaluate(args)
     prq = metrics.get("prq", 0.0)
     depth = args.depth if args.depth_error is None else f"true+{args.depth_error}x_error"
+    depth += "_true_scale" if args.true_scale else ""
     print(f"frames={args.frames} depth={depth} prq={prq:.3f} target=0.45 ratio={prq / 0.45:.2f} "
           f"rsq={metrics.get('rsq', 0):.3f} rrq={metrics.get('rrq', 0):.3f} "
           f"occupancy_iou={metrics.get('occupancy_iou', 0):.3f} semantic_miou={metrics.get('semantic_miou', 0):.3f} "

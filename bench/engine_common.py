@@ -41,6 +41,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--true-depth-on", default="", metavar="CLASSES",
                    help="comma-separated class names (e.g. wall,floor) lifted with the true depth, the rest with "
                         "the predicted: what fixing the depth of those classes alone would give")
+    p.add_argument("--true-scale", action="store_true",
+                   help="lift the predicted depth times each image's true scale (median of true / predicted over "
+                        "valid pixels): what a depth head with a perfect global scale and today's shape would give")
     p.add_argument("--per-class", action="store_true", help="also print PRQ / RSQ / RRQ and counts per class")
     return p.parse_args()
 
@@ -72,7 +75,7 @@ def evaluate(args) -> tuple[dict, float]:
     error = 0.0 if args.depth == "ground_truth" else None
     error = args.depth_error if args.depth_error is not None else error
     true_on = torch.tensor([NAMES.index(name) for name in args.true_depth_on.split(",") if name], dtype=torch.long)
-    if len(true_on) and error is None:
+    if (len(true_on) or args.true_scale) and error is None:
         error = 1.0
     module.on_validation_epoch_start()
     with torch.no_grad():
@@ -86,6 +89,9 @@ def evaluate(args) -> tuple[dict, float]:
             if error:
                 predicted = F.interpolate(module.model.forward_2d(batch.images).depth[:, None],
                                           size=batch.depths.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+                if args.true_scale:
+                    valid = batch.depths > 0
+                    predicted = predicted * (batch.depths[valid] / predicted[valid]).median()
                 lifted = torch.where(batch.depths > 0, batch.depths + error * (predicted - batch.depths), 0)
                 if len(true_on):
                     exact = torch.isin(batch.semantic2d, true_on.to(device))

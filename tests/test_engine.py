@@ -489,7 +489,7 @@ def test_image_scale_loss_hand_computed():
     assert float(depth_loss(gt * 1.5, gt, 0.0, 1.0)) > float(depth_loss(gt * 1.5, gt, 0.0, 0.0))
 
 
-def test_the_spec_chooses_the_layout_whatever_the_checkpoint_stored(tmp_path):
+def test_the_spec_chooses_the_weightless_depth_steps_whatever_the_checkpoint_stored(tmp_path):
     """model.depth_head.layout_planes has no weights: evaluate / inference take the spec's choice, not the one
     stored with the checkpoint's architecture."""
     from nvpanoptix3d.engine.checkpoint import save_safetensors
@@ -509,6 +509,10 @@ def test_the_spec_chooses_the_layout_whatever_the_checkpoint_stored(tmp_path):
             assert layout is None
         else:
             assert isinstance(layout, ManhattanLayout) and layout.settings.replace == expected
+    # the segment-guided upsampling has no weights either (the stored model section has it off)
+    spec = load_config(str(_spec_file(tmp_path, ["model.depth_head.segment_upsample=true"])),
+                       [f"results_dir={tmp_path}"])
+    assert load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None).model.upsample is not None
 
 
 @pytest.mark.parametrize("in_training", [False, True])
@@ -531,6 +535,31 @@ def test_layout_fits_in_training_only_when_asked(tmp_path, in_training):
         model.train()(images)
         model.eval()(images)
     assert calls == ([True, False] if in_training else [False])
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+def test_segment_upsample_lifts_depth_at_the_images_size(tmp_path, upsample):
+    """model.depth_head.segment_upsample: the 3D stage lifts the depth at the image's size (in training too, where
+    teacher frames then bring the true depth at full resolution), else at the depth head's quarter size."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path, [f"model.depth_head.segment_upsample={str(upsample).lower()}"])),
+                      [f"results_dir={tmp_path}"])
+    model = PanopticReconstruction(cfg)
+    shapes = []
+    lift = model.stage3d.forward
+
+    def recording(mask_features, depth, *rest, **kw):
+        shapes.append(tuple(depth.shape[-2:]))
+        return lift(mask_features, depth, *rest, **kw)
+    model.stage3d.forward = recording
+    sample = get_dataset(cfg.dataset, "train", True)[0]
+    batch = collate([sample])
+    with torch.no_grad():
+        model.train()(batch.images, gt_depth=batch.depths, teacher=torch.ones(1, dtype=torch.bool))
+        model.eval()(batch.images)
+    width, height = cfg.dataset.target_size
+    quarter = (height // 4, width // 4)
+    assert shapes == ([(height, width)] * 2 if upsample else [quarter] * 2)
 
 
 def test_large_segments_hand_computed():

@@ -22,8 +22,9 @@ def _overrides(items):
     return [a for item in items for a in ("--override", item)]
 
 
-def _chain(capsys, tmp_path, backend_args):
-    """train -> evaluate / inference / export, each child taking the train job as its parent."""
+def _chain(capsys, tmp_path, backend_args, runtime=()):
+    """train -> evaluate / inference / export, each child taking the train job as its parent; `runtime`: spec keys
+    of the children alone (weightless settings the spec chooses over the parent's)."""
     jobs = str(tmp_path / "jobs")
     common = ["--jobs-dir", jobs, *backend_args]
     train = _run(capsys, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
@@ -32,7 +33,7 @@ def _chain(capsys, tmp_path, backend_args):
     store = JobStore(jobs)
     status = [json.loads(line) for line in (store.results_dir(train["job_id"]) / "status.json").read_text().splitlines()]
     assert any(e["event"] == "checkpoint" for e in status)
-    spec_keys = TINY_OVERRIDES
+    spec_keys = TINY_OVERRIDES + list(runtime)
     evaluate = _run(capsys, "--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--parent-job-id",
                     train["job_id"], *common, *_overrides(spec_keys))
     metrics = json.loads((store.results_dir(evaluate["job_id"]) / "metrics.json").read_text())
@@ -45,6 +46,12 @@ def _chain(capsys, tmp_path, backend_args):
                   *_overrides(spec_keys + ["export.max_voxels=4000"]))
     results = store.results_dir(export["job_id"])
     assert (results / "nvpanoptix3d_2d.onnx").is_file() and (results / "nvpanoptix3d_3d.onnx").is_file()
+    import onnx
+    graph = onnx.load(str(results / "nvpanoptix3d_3d.onnx")).graph
+    depth = next(i for i in graph.input if i.name == "depth")
+    size = [d.dim_value for d in depth.type.tensor_type.shape.dim][-2:]
+    upsampled = "model.depth_head.segment_upsample=true" in runtime
+    assert size == ([240, 320] if upsampled else [60, 80])     # the image's size, or the depth head's quarter
     done = [json.loads(line) for line in (results / "status.json").read_text().splitlines()][-1]
     assert done["max_abs_diff_2d"] < 1e-3 and done["max_abs_diff_3d"] < 1e-2
     assert done["shared_candidates_3d"] > 0.95
@@ -52,7 +59,8 @@ def _chain(capsys, tmp_path, backend_args):
 
 
 def test_every_action_local_backend(capsys, tmp_path, cache_env):
-    _chain(capsys, tmp_path, ["--backend", "local"])
+    # the segment-guided upsampling on: the 3D ONNX file then takes the depth at the image's size
+    _chain(capsys, tmp_path, ["--backend", "local"], ["model.depth_head.segment_upsample=true"])
 
 
 def test_every_action_docker_backend(capsys, tmp_path, cache_env, docker_image):

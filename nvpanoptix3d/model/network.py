@@ -13,6 +13,7 @@ from .backbone import get_backbone
 from .frustum3d import Frustum3D, Output3D
 from .head2d import Head2D, Output2D
 from .layout import get_layout
+from .segment_depth import get_segment_upsampler
 
 
 @dataclass
@@ -40,6 +41,8 @@ class PanopticReconstruction(nn.Module):
             if self.enable_3d else None
         self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
         self.layout_in_training = cfg.model.depth_head.layout_in_training
+        self.upsample = get_segment_upsampler(cfg.model.depth_head.segment_upsample,
+                                              tuple(reversed(cfg.dataset.target_size)))
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         return self.head2d(self.backbone(images))
@@ -54,6 +57,8 @@ class PanopticReconstruction(nn.Module):
             depth = out2d.depth.detach()
             if self.layout is not None and (self.layout_in_training or not self.training):
                 depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
+            if self.upsample is not None:
+                depth = self.upsample(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
             if gt_depth is not None and teacher is not None:
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
                 pick = teacher.to(depth.device).view(-1, 1, 1)
