@@ -230,3 +230,27 @@ def test_metric_state_of_shards_sums_to_the_whole_set():
         if not isinstance(value, dict):
             assert got[key] == pytest.approx(value, abs=1e-12), key
     assert got["prq_per_class"] == whole["prq_per_class"]
+
+
+def test_quality_of_summed_frame_counts_is_the_accumulators_prq():
+    """The bootstrap's arithmetic (bench/ab_prq.py): per-frame counts, summed, give the set's PRQ. Frame 1: a chair
+    split in two (IoU 0.6 and 0.4: TP 0.6 + FP) and the floor found exactly; frame 2: the chair missed (FN) and a
+    table predicted where none is (FP)."""
+    from nvpanoptix3d.labels import NUM_CLASSES
+    from nvpanoptix3d.metrics import class_counts, quality_of_counts
+    gt1, pr1 = vol(), vol()
+    put(gt1, slice(0, 10), CHAIR, 1), put(pr1, slice(0, 6), CHAIR, 1), put(pr1, slice(6, 10), CHAIR, 2)
+    put(gt1, slice(10, 20), FLOOR), put(pr1, slice(10, 20), FLOOR)
+    gt2, pr2 = vol(), vol()
+    put(gt2, slice(0, 10), CHAIR, 1), put(pr2, slice(10, 15), TABLE, 1)
+    frames = []
+    for gt, pred in ((gt1, pr1), (gt2, pr2)):
+        acc = PanopticAccumulator(IS_THING, 0.25, {CEILING})
+        acc.add(gt[0], gt[1], pred[0], pred[1])
+        frames.append(class_counts(acc.scores, NUM_CLASSES))
+    counts = np.stack(frames)
+    assert counts[:, CHAIR].tolist() == [[1, 1, 0, 0.6], [0, 0, 1, 0.0]]
+    # chair 0.6 / (1 + 0.5 + 0.5) = 0.3, floor 1.0; the table has no ground truth: not a class of the mean
+    assert quality_of_counts(counts.sum(0)) == pytest.approx((0.3 + 1.0) / 2)
+    assert quality_of_counts(counts.sum(0)) == pytest.approx(prq((gt1, pr1), (gt2, pr2)).quality)
+    assert quality_of_counts(counts[[0, 0]].sum(0)) == pytest.approx(prq((gt1, pr1), (gt1, pr1)).quality)

@@ -1,2 +1,2 @@
-from .panoptic import (ClassScore, PanopticAccumulator, PanopticResult, SegmentMask, segments,  # noqa: F401
-                       thickened_segments)
+from .panoptic import (ClassScore, PanopticAccumulator, PanopticResult, SegmentMask, class_counts,  # noqa: F401
+                       quality_of_counts, segments, thickened_segments)

@@ -140,6 +140,24 @@ class PanopticAccumulator:
                               mean([c for c in present if not self.is_thing[c]]), per_class)
 
 
+def class_counts(scores: dict[int, ClassScore], num_classes: int) -> np.ndarray:
+    """num_classes x 4 (tp, fp, fn, iou_sum): an accumulator's scores as an array, so that the counts of samples
+    can be summed in any combination (a bootstrap over frames)."""
+    out = np.zeros((num_classes, 4))
+    for c, s in scores.items():
+        out[c] = s.tp, s.fp, s.fn, s.iou_sum
+    return out
+
+
+def quality_of_counts(counts: np.ndarray) -> np.ndarray:
+    """... x classes x 4 summed counts -> ... overall quality (PQ / PRQ): the mean of sum IoU / (TP + FP/2 + FN/2)
+    over the classes with ground truth (TP + FN > 0), as PanopticAccumulator.result computes it."""
+    tp, fp, fn, iou = np.moveaxis(counts, -1, 0)
+    present = tp + fn > 0
+    per_class = np.where(present, iou / np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12), 0.0)
+    return per_class.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
 @dataclass
 class SegmentMask:
     """A segment's voxels as a boolean box of the grid (origin: the box's first voxel)."""

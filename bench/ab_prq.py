@@ -1,0 +1,59 @@
+"""Paired A/B of 3D PRQ: two checkpoints or two spec settings on the same held-out frames, with a bootstrap
+interval for the difference (frames resampled with replacement, counts summed per class as PRQ sums them).
+
+    python bench/ab_prq.py [--checkpoint A] [--set KEY=VALUE] [--checkpoint-b B] [--set-b KEY=VALUE]
+        [--frames 96] [--split val] [--samples 2000]
+
+Why: PRQ over 96 frames moves by a few thousandths between halves of a split (bench/results/bench_val96_s11.txt),
+as much as most changes tried since session 9; a choice is worth making when the interval excludes zero.
+"""
+import numpy as np
+import torch
+from engine_common import checkpoint_parser, load_checkpoint
+
+from nvpanoptix3d.data import collate
+from nvpanoptix3d.labels import NUM_CLASSES
+from nvpanoptix3d.metrics import class_counts, quality_of_counts
+from nvpanoptix3d.model.postprocess import panoptic_3d
+
+
+def frame_counts(module, batch) -> np.ndarray:
+    """classes x 4 PRQ counts of one frame."""
+    out = module.model(batch.images)
+    p3 = panoptic_3d(out.out2d, out.out3d, 0, module.cfg)
+    metrics = module.new_metrics()
+    metrics.add_3d(batch.occupied[0], batch.semantic3d[0], batch.instance3d[0], p3.index, p3.semantic, p3.instance)
+    return class_counts(metrics.prq.scores, NUM_CLASSES)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, samples: int, seed: int = 0) -> tuple[float, float, float]:
+    """a, b: frames x classes x 4. (PRQ(b) - PRQ(a), and the 2.5% and 97.5% quantiles of that difference over
+    bootstrap resamples of the frames, the same frames for both.)"""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(a), size=(samples, len(a)))
+    diff = quality_of_counts(b[picks].sum(1)) - quality_of_counts(a[picks].sum(1))
+    low, high = np.quantile(diff, [0.025, 0.975])
+    return float(quality_of_counts(b.sum(0)) - quality_of_counts(a.sum(0))), float(low), float(high)
+
+
+if __name__ == "__main__":
+    p = checkpoint_parser(96)
+    p.add_argument("--checkpoint-b", default=None, help="B's checkpoint (default: A's)")
+    p.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE", help="B's spec overrides")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
+    args = p.parse_args()
+    module_a, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
+    module_b, _, _ = load_checkpoint(args.checkpoint_b or args.checkpoint, args.split, tuple(args.set_b))
+    counts = {"a": [], "b": []}
+    with torch.no_grad():
+        for i in range(args.frames):
+            batch = collate([dataset[i]]).to(device)
+            counts["a"].append(frame_counts(module_a.eval(), batch))
+            counts["b"].append(frame_counts(module_b.eval(), batch))
+    a, b = np.stack(counts["a"]), np.stack(counts["b"])
+    diff, low, high = paired_interval(a, b, args.samples)
+    print(f"split={args.split} frames={args.frames} A: {args.checkpoint} {' '.join(args.set)}")
+    print(f"split={args.split} frames={args.frames} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")
+    print(f"prq_a={quality_of_counts(a.sum(0)):.4f} prq_b={quality_of_counts(b.sum(0)):.4f} "
+          f"b_minus_a={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]")
