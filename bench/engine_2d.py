@@ -13,6 +13,7 @@ if __name__ == "__main__":
     print(f"frames={args.frames} pq={pq:.3f} target=0.60 ratio={pq / 0.60:.2f} "
           f"depth_abs_rel={absrel:.3f} target=0.08 ratio={0.08 / absrel:.2f} "
           f"depth_abs_rel_scaled={metrics.get('depth_abs_rel_scaled', 0):.3f} "
+          f"depth_in_tolerance={metrics.get('depth_in_tolerance', 0):.3f} "
           f"depth_delta1={metrics.get('depth_delta1', 0):.3f} "
           f"pq_things={metrics.get('pq_things', 0):.3f} pq_stuff={metrics.get('pq_stuff', 0):.3f} "
           f"inference_s_per_frame={seconds:.3f} (whole model, this machine)")

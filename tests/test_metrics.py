@@ -190,6 +190,7 @@ def test_depth_metrics_hand_computed():
     assert r["depth_abs_rel"] == pytest.approx((0.1 + 0.5) / 4)
     assert r["depth_rmse"] == pytest.approx(np.sqrt((0.01 + 4.0) / 4))
     assert r["depth_delta1"] == pytest.approx(3 / 4)   # the ratio-2 pixel fails delta < 1.25
+    assert r["depth_in_tolerance"] == pytest.approx(2 / 4)  # 10 cm and 2 m off fail the 5.4 cm tolerance
     # a prediction off by a global factor: every plain metric fails, the scale-aligned AbsRel is exact
     m = MetricSet()
     m.add_2d(sem, sem, sem, sem, gt, 2 * gt)
