@@ -73,6 +73,11 @@ class DepthHeadConfig:
     # height 8% off); the other terms see it only through pixel-wise errors
     scale_weight: float = param(0.0, "Weight of the per-image scale term inside the depth loss: the squared "
                                 "mean log depth ratio of each image.", minimum=0.0, maximum=100.0)
+    # session 12: a depth head with better AbsRel gave no better PRQ; the share of pixels within PRQ's 5.4 cm
+    # (evaluate's depth_in_tolerance) tracked it. Off until a GPU A/B says otherwise
+    absolute_weight: float = param(0.0, "Weight of an L1 term in metres inside the depth loss (errors as the "
+                                   "voxel grid sees them; the other terms are in log depth).", minimum=0.0,
+                                   maximum=100.0)
     # session 7: walls were most of the depth error (median 5.7% against 2.6% on floors), planes a local
     # pyramid does not place
     refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -451,7 +452,6 @@ def test_log_depth_gradient_loss_hand_computed():
     """depth_head.gradient_weight: a prediction off by a constant factor costs nothing; a step of log 2 between
     columns 1 and 2 of a 4 x 4 image costs log 2 x (4/24 at stride 1 + 2/4 at stride 2) / 4 scales; pixels
     without truth (depth 0) are never read."""
-    import math
 
     from nvpanoptix3d.model.losses import depth_loss, log_gradient_loss
     valid = torch.ones(1, 4, 4, dtype=torch.bool)
@@ -473,7 +473,6 @@ def test_image_scale_loss_hand_computed():
     """depth_head.scale_weight: image 0 is 2x too far everywhere, image 1 right on half its pixels and 4x too near
     on the other half, image 2 has no truth: ((log 2)^2 + (log 4 / 2)^2) / 2 = (log 2)^2; a per-pixel wobble
     with zero mean per image costs nothing."""
-    import math
 
     from nvpanoptix3d.model.losses import depth_loss, image_scale_loss
     log_ratio = torch.zeros(3, 2, 2)
@@ -487,6 +486,23 @@ def test_image_scale_loss_hand_computed():
     assert abs(float(image_scale_loss(wobble, torch.ones(1, 2, 2, dtype=torch.bool)))) < 1e-12
     gt = torch.full((1, 4, 4), 2.0)
     assert float(depth_loss(gt * 1.5, gt, 0.0, 1.0)) > float(depth_loss(gt * 1.5, gt, 0.0, 0.0))
+
+
+def test_absolute_depth_term_hand_computed():
+    """model.depth_head.absolute_weight: the mean error in metres over pixels with truth, so the same 10% costs a
+    wall at 5 m five times what it costs a chair at 1 m, where the log terms charge both alike."""
+    from nvpanoptix3d.model.losses import depth_loss
+    gt = torch.tensor([[[1.0, 5.0], [2.0, 0.0]]])                 # the 0 has no truth
+    pred = torch.tensor([[[1.1, 5.0], [2.0, 9.0]]])
+    assert math.isclose(float(depth_loss(pred, gt, absolute_weight=2.0) - depth_loss(pred, gt)), 2.0 * 0.1 / 3,
+                        rel_tol=1e-5)
+    near, far = gt.clone(), gt.clone()
+    near[0, 0, 0], far[0, 0, 1] = 1.1, 5.5                       # 10% off, at 1 m and at 5 m
+    log_near, log_far = float(depth_loss(near, gt)), float(depth_loss(far, gt))
+    assert math.isclose(log_near, log_far, rel_tol=1e-5)
+    extra_near = float(depth_loss(near, gt, absolute_weight=1.0)) - log_near
+    extra_far = float(depth_loss(far, gt, absolute_weight=1.0)) - log_far
+    assert math.isclose(extra_far, 5 * extra_near, rel_tol=1e-4)
 
 
 def test_the_spec_chooses_the_weightless_depth_steps_whatever_the_checkpoint_stored(tmp_path):

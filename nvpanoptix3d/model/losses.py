@@ -49,7 +49,7 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
 
 
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
-               scale_weight: float = 0.0) -> torch.Tensor:
+               scale_weight: float = 0.0, absolute_weight: float = 0.0) -> torch.Tensor:
     pred = F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
@@ -62,6 +62,10 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
         loss = loss + gradient_weight * log_gradient_loss(log_ratio, valid)
     if scale_weight:
         loss = loss + scale_weight * image_scale_loss(log_ratio, valid)
+    if absolute_weight:
+        # metres, not ratios: the voxel grid (and PRQ's tolerance of about 5 cm) sees a far wall's 3% as 15 cm and
+        # a near chair's as 4; the log terms weigh the two alike
+        loss = loss + absolute_weight * (pred[valid] - gt[valid]).abs().mean()
     return loss
 
 
@@ -187,7 +191,8 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
         head = cfg.model.depth_head
-        losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight)
+        losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight,
+                                                   head.absolute_weight)
     return losses
 
 
