@@ -93,7 +93,8 @@ class DepthHeadConfig:
     # its background (model/segment_depth.py)
     segment_upsample: bool = param(False, "Upsample the depth to the image's size before lifting, each pixel's "
                                    "depth taken from depth pixels of its own 2D segment (sharp object outlines); "
-                                   "weightless, any checkpoint.")
+                                   "weightless, any checkpoint. In training the depth loss then compares that "
+                                   "upsampling with the truth, so each segment learns its own depth.")
     layout_in_training: bool = param(False, "Fit the layout in training's forward pass too (the 3D stage then "
                                      "learns on the depth it is tested on, at 2.6x the step time); validation, "
                                      "evaluate and inference fit it whenever layout_planes is on.")

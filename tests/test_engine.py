@@ -556,7 +556,8 @@ def test_layout_fits_in_training_only_when_asked(tmp_path, in_training):
 @pytest.mark.parametrize("upsample", [False, True])
 def test_segment_upsample_lifts_depth_at_the_images_size(tmp_path, upsample):
     """model.depth_head.segment_upsample: the 3D stage lifts the depth at the image's size (in training too, where
-    teacher frames then bring the true depth at full resolution), else at the depth head's quarter size."""
+    teacher frames then bring the true depth at full resolution), else at the depth head's quarter size; the depth
+    loss compares the same upsampling with the truth."""
     from nvpanoptix3d.model.network import PanopticReconstruction
     cfg = load_config(str(_spec_file(tmp_path, [f"model.depth_head.segment_upsample={str(upsample).lower()}"])),
                       [f"results_dir={tmp_path}"])
@@ -570,12 +571,20 @@ def test_segment_upsample_lifts_depth_at_the_images_size(tmp_path, upsample):
     model.stage3d.forward = recording
     sample = get_dataset(cfg.dataset, "train", True)[0]
     batch = collate([sample])
+    out = model.train()(batch.images, gt_depth=batch.depths, teacher=torch.ones(1, dtype=torch.bool))
     with torch.no_grad():
-        model.train()(batch.images, gt_depth=batch.depths, teacher=torch.ones(1, dtype=torch.bool))
         model.eval()(batch.images)
     width, height = cfg.dataset.target_size
     quarter = (height // 4, width // 4)
     assert shapes == ([(height, width)] * 2 if upsample else [quarter] * 2)
+    # the depth loss goes through the same upsampling and trains the depth head
+    from nvpanoptix3d.model.losses import depth_loss, losses_2d, match
+    depth = losses_2d(out, batch, match(out, batch, cfg), cfg)["depth"]
+    head = cfg.model.depth_head
+    bilinear = head.weight * depth_loss(out.out2d.depth, batch.depths, head.gradient_weight, head.scale_weight)
+    assert (abs(float(depth - bilinear)) > 1e-6) == upsample
+    depth.backward()
+    assert torch.isfinite(depth) and model.head2d.depth_head.fuse[-1].weight.grad.abs().sum() > 0
 
 
 def test_large_segments_hand_computed():

@@ -77,3 +77,30 @@ def test_each_pixel_takes_depth_from_its_own_segment_only():
     assert torch.allclose(up[:, 15:], torch.tensor(4.0), atol=1e-3)
     plain = F.interpolate(depth[:, None], size=(h * scale, w * scale), mode="bilinear", align_corners=False)[0, 0]
     assert 2.1 < float(plain[0, 14]) < 3.9           # what the lifting read before: a surface in free space
+
+
+def test_the_depth_loss_through_segments_asks_each_segment_for_its_own_depth():
+    """A chair at 2 m before a wall at 4 m, their outline between two depth pixels. A depth head that predicts
+    each depth pixel exactly still pays the bilinear loss (the outline blends the two), and nothing through the
+    segment-guided upsampling, whose chair pixels answer to the chair's depth pixels alone."""
+    from functools import partial
+
+    from nvpanoptix3d.model.losses import depth_loss
+    class_logits, masks = two_segments()
+    gt = torch.full((1, 24, 32), 2.0)
+    gt[0, :, 16:] = 4.0
+    pred = torch.full((1, 6, 8), 2.0)
+    pred[0, :, 4:] = 4.0
+    pred.requires_grad_(True)
+    segments = SegmentDepthUpsampler((24, 32))
+    through = partial(segments.upsample, class_logits=class_logits, mask_logits=masks)
+    assert float(depth_loss(pred, gt)) > 0.01
+    loss = depth_loss(pred, gt, upsample=through)
+    assert float(loss) < 1e-6
+    depth = pred.detach().clone().requires_grad_(True)
+    through(depth)[0, :, :16].sum().backward()            # the chair's image pixels
+    assert (depth.grad[0, :, :3] > 0).all()               # the chair's inner depth pixels
+    assert (depth.grad[0, :, 3:] == 0).all()              # its outline pixel (replaced) and the wall's: none
+    plain = pred.detach().clone().requires_grad_(True)
+    F.interpolate(plain[:, None], size=(24, 32), mode="bilinear", align_corners=False)[0, 0, :, :16].sum().backward()
+    assert (plain.grad[0, :, 4] > 0).all()                # bilinear: the wall's depth answers for chair pixels

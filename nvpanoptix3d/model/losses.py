@@ -5,6 +5,9 @@ the GPU (kernel launches and synchronisations, see bench/results/gpu_profile_ste
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import torch
 from torch.nn import functional as F
 
@@ -12,6 +15,7 @@ from ..config import ExperimentConfig
 from ..data.sample import Batch
 from .matching import IMAGE_SHIFT, Matches, gt_segments, hungarian_match, segment_key
 from .network import ModelOutput
+from .segment_depth import SegmentDepthUpsampler
 
 VOXEL_SHIFT = 24  # 256^3 voxel keys fit in 24 bits; the image index goes above
 
@@ -49,8 +53,11 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
 
 
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
-               scale_weight: float = 0.0, absolute_weight: float = 0.0) -> torch.Tensor:
-    pred = F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+               scale_weight: float = 0.0, absolute_weight: float = 0.0,
+               upsample: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """pred B x h x w against gt B x H x W (0: no truth); `upsample` takes pred to gt's size (default bilinear)."""
+    pred = upsample(pred.float()).float() if upsample is not None else \
+        F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
@@ -191,8 +198,13 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
         head = cfg.model.depth_head
+        upsample = None
+        if head.segment_upsample:  # train the depth the 3D stage will lift: each segment keeps its own depth
+            segments = SegmentDepthUpsampler(tuple(batch.depths.shape[-2:]))
+            upsample = partial(segments.upsample, class_logits=o.class_logits.detach(),
+                               mask_logits=o.mask_logits.detach())
         losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight,
-                                                   head.absolute_weight)
+                                                   head.absolute_weight, upsample)
     return losses
 
 

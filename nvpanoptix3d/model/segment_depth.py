@@ -96,9 +96,15 @@ class SegmentDepthUpsampler:
 
     @torch.no_grad()
     def __call__(self, depth: torch.Tensor, class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        return self.upsample(depth, class_logits, mask_logits)
+
+    def upsample(self, depth: torch.Tensor, class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        """As a call, with gradients to the depth (the depth loss compares this with the truth): each segment's
+        depth pixels answer for its own image pixels, and outline depth pixels, which it replaces, for none."""
         with torch.autocast(depth.device.type, enabled=False):
-            owner_low = segment_owners(class_logits, mask_logits, depth.shape[-2:])
-            owner_high = segment_owners(class_logits, mask_logits, self.size)
+            with torch.no_grad():
+                owner_low = segment_owners(class_logits, mask_logits, depth.shape[-2:])
+                owner_high = segment_owners(class_logits, mask_logits, self.size)
             clean = clean_outlines(depth, owner_low, self.steps)
             return upsample_by_segment(clean, owner_low, owner_high).to(depth.dtype)
 
