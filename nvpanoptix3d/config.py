@@ -89,15 +89,15 @@ class DepthHeadConfig:
                                options=["off", "walls", "walls_floor"])
     # session 10: a 3D call trained on the layout's depth (6 minutes, H200) gave test PRQ 0.2501 -> 0.2490 while
     # the fit's per-frame loop cut the 3D step from 119 to 45 images/s (bench/results/bench_train_step_h100.txt)
+    layout_in_training: bool = param(False, "Fit the layout in training's forward pass too (the 3D stage then "
+                                     "learns on the depth it is tested on, at 2.6x the step time); validation, "
+                                     "evaluate and inference fit it whenever layout_planes is on.")
     # session 12: the depth head predicts at a quarter of the image, so its outline pixels mix an object with
     # its background (model/segment_depth.py)
     segment_upsample: bool = param(False, "Upsample the depth to the image's size before lifting, each pixel's "
                                    "depth taken from depth pixels of its own 2D segment (sharp object outlines); "
                                    "weightless, any checkpoint. In training the depth loss then compares that "
                                    "upsampling with the truth, so each segment learns its own depth.")
-    layout_in_training: bool = param(False, "Fit the layout in training's forward pass too (the 3D stage then "
-                                     "learns on the depth it is tested on, at 2.6x the step time); validation, "
-                                     "evaluate and inference fit it whenever layout_planes is on.")
 
 
 @dataclass

@@ -200,8 +200,8 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
         head = cfg.model.depth_head
         upsample = None
         if head.segment_upsample:  # train the depth the 3D stage will lift: each segment keeps its own depth
-            segments = SegmentDepthUpsampler(tuple(batch.depths.shape[-2:]))
-            upsample = partial(segments.upsample, class_logits=o.class_logits.detach(),
+            upsampler = SegmentDepthUpsampler(tuple(batch.depths.shape[-2:]))
+            upsample = partial(upsampler.upsample, class_logits=o.class_logits.detach(),
                                mask_logits=o.mask_logits.detach())
         losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight,
                                                    head.absolute_weight, upsample)
