@@ -49,8 +49,8 @@ if __name__ == "__main__":
     with torch.no_grad():
         for i in range(args.frames):
             batch = collate([dataset[i]]).to(device)
-            counts["a"].append(frame_counts(module_a.eval(), batch))
-            counts["b"].append(frame_counts(module_b.eval(), batch))
+            counts["a"].append(frame_counts(module_a, batch))
+            counts["b"].append(frame_counts(module_b, batch))
     a, b = np.stack(counts["a"]), np.stack(counts["b"])
     diff, low, high = paired_interval(a, b, args.samples)
     print(f"split={args.split} frames={args.frames} A: {args.checkpoint} {' '.join(args.set)}")

@@ -42,9 +42,9 @@ class Panoptic3D:
 
 
 def kept_queries(class_logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(keep mask, label, score) per query; class 0 is 'no object'."""
+    """(keep mask, label, score) per query (... x N x C logits); class 0 is 'no object'."""
     prob = class_logits.float().softmax(-1)
-    score, label = prob[:, 1:].max(-1)
+    score, label = prob[..., 1:].max(-1)
     label = label + 1
     return score > threshold, label, score
 

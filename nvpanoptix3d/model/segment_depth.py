@@ -13,20 +13,16 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..labels import NUM_CLASSES, is_thing
-
-THINGS = torch.tensor([is_thing(c) for c in range(NUM_CLASSES)])
+from .postprocess import THING_TABLE, kept_queries
 
 
 def segment_owners(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """B x h x w segment id of each pixel at `size`: the query of highest score x mask probability (Mask2Former's
     panoptic fusion, without thresholds), things by query, stuff by class (several queries may share a wall)."""
-    prob = class_logits.float().softmax(-1)
-    score, label = prob[..., 1:].max(-1)
-    label = label + 1
+    _, label, score = kept_queries(class_logits, 0.0)
     n = class_logits.shape[1]
     query = torch.arange(n, device=label.device).expand_as(label)
-    key = torch.where(THINGS.to(label.device)[label], query, n + label)                 # B x N
+    key = torch.where(THING_TABLE.to(label.device)[label], query, n + label)            # B x N
     masks = F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False).sigmoid()
     winner = (score[..., None, None] * masks).argmax(1)                                  # B x h x w
     return key.gather(1, winner.flatten(1)).view_as(winner)
