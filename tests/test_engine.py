@@ -41,6 +41,29 @@ def test_every_key_round_trips_yaml_dataclass_yaml():
         assert from_dict(ExperimentConfig, yaml.safe_load(yaml.safe_dump(again))) == cfg
 
 
+def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
+    """The mean of the depth and the mirrored image's depth mirrored back is exactly mirror-equivariant; a random
+    depth head alone is not, so a flip on the wrong axis or a missing flip back fails here. Training sees the
+    plain depth."""
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
+    assert cfg.model.depth_head.flip_average
+    torch.manual_seed(0)
+    model = PanopticModule(cfg).model.eval()
+    images = collate([get_dataset(cfg.dataset, "train")[i] for i in (0, 1)]).images
+    with torch.no_grad():
+        averaged = model.forward_2d(images).depth
+        assert torch.allclose(model.forward_2d(images.flip(-1)).depth, averaged.flip(-1), atol=1e-5)
+        model.flip_average = False
+        plain = model.forward_2d(images).depth
+        of_mirror = model.forward_2d(images.flip(-1)).depth.flip(-1)
+        assert not torch.allclose(plain, of_mirror, atol=1e-3)
+        assert torch.allclose(averaged, 0.5 * (plain + of_mirror), atol=1e-5)
+        model.train()
+        trained_on = model.forward_2d(images).depth
+        model.flip_average = True
+        assert torch.equal(model.forward_2d(images).depth, trained_on)
+
+
 def test_shipped_training_recipe_loads():
     """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
     cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])

@@ -1,6 +1,7 @@
 """The whole model: image -> 2D stage -> 3D stage. Each part is built from the config by its factory."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -41,11 +42,18 @@ class PanopticReconstruction(nn.Module):
             if self.enable_3d else None
         self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
         self.layout_in_training = cfg.model.depth_head.layout_in_training
+        self.flip_average = cfg.model.depth_head.flip_average
         self.upsample = get_segment_upsampler(cfg.model.depth_head.segment_upsample,
                                               tuple(reversed(cfg.dataset.target_size)))
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
-        return self.head2d(self.backbone(images))
+        out = self.head2d(self.backbone(images))
+        if self.flip_average and not self.training:
+            # the depth head is not mirror-equivariant: its estimate of the mirrored image is a second opinion
+            # whose errors only partly agree with the first, so the mean is closer to the truth
+            mirrored = self.head2d.depth_head(self.backbone(images.flip(-1))).flip(-1)
+            out = dataclasses.replace(out, depth=0.5 * (out.depth + mirrored))
+        return out
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
                 teacher: torch.Tensor | None = None) -> ModelOutput:
