@@ -1,8 +1,7 @@
 """The whole model: image -> 2D stage -> 3D stage. Each part is built from the config by its factory."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -52,7 +51,7 @@ class PanopticReconstruction(nn.Module):
             # the depth head is not mirror-equivariant: its estimate of the mirrored image is a second opinion
             # whose errors only partly agree with the first, so the mean is closer to the truth
             mirrored = self.head2d.depth_head(self.backbone(images.flip(-1))).flip(-1)
-            out = dataclasses.replace(out, depth=0.5 * (out.depth + mirrored))
+            out = replace(out, depth=0.5 * (out.depth + mirrored))
         return out
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
