@@ -73,8 +73,8 @@ class DepthHeadConfig:
     # height 8% off); the other terms see it only through pixel-wise errors
     scale_weight: float = param(0.0, "Weight of the per-image scale term inside the depth loss: the squared "
                                 "mean log depth ratio of each image.", minimum=0.0, maximum=100.0)
-    # session 12: a depth head with better AbsRel gave no better PRQ; the share of pixels within PRQ's 5.4 cm
-    # (evaluate's depth_in_tolerance) tracked it. Off until a GPU A/B says otherwise
+    # session 12: a depth head with better AbsRel gave no better PRQ; errors in metres are what the voxel grid
+    # sees. Off until a GPU A/B of PRQ says otherwise
     absolute_weight: float = param(0.0, "Weight of an L1 term in metres inside the depth loss (errors as the "
                                    "voxel grid sees them; the other terms are in log depth).", minimum=0.0,
                                    maximum=100.0)
