@@ -64,6 +64,28 @@ def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
         assert torch.equal(model.forward_2d(images).depth, trained_on)
 
 
+def test_mirror_flips_the_chosen_frames_with_their_2d_truth(tmp_path):
+    """dataset.mirror: a mirrored frame keeps its labels and depth on the pixels they belong to; the other frames
+    and the loader's batch stay as they were; 3D truth is refused rather than silently left unmirrored."""
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}", "dataset.enable_3d=false"])
+    data = get_dataset(cfg.dataset, "train")
+    asymmetric = next(s for s in data if not torch.equal(s.semantic2d, s.semantic2d.flip(-1)))
+    batch = collate([asymmetric, data[0]])
+    before = batch.images.clone()
+    out = batch.mirrored(torch.tensor([True, False]))
+    assert torch.equal(batch.images, before)
+    for key in ("images", "depths", "semantic2d", "instance2d"):
+        original, mirrored = getattr(batch, key), getattr(out, key)
+        assert not torch.equal(original[0], original[0].flip(-1)), key  # the check below could not fail otherwise
+        assert torch.equal(mirrored[0], original[0].flip(-1)) and torch.equal(mirrored[1], original[1]), key
+    # the depth at the left-most pixels of the mirrored frame is the original right-most column's
+    assert torch.equal(out.depths[0, :, 0], batch.depths[0, :, -1])
+    with_3d = collate([get_dataset(load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"]).dataset,
+                                   "train")[0]])
+    with pytest.raises(ValueError, match="3D truth"):
+        with_3d.mirrored(torch.tensor([True]))
+
+
 def test_shipped_training_recipe_loads():
     """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
     cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])

@@ -44,6 +44,19 @@ class Batch:
                      [move(t) for t in self.instance3d])
 
 
+    def mirrored(self, which: torch.Tensor) -> "Batch":
+        """The frames `which` (B bool) mirrored left-right with their depth and 2D labels; 3D truth is refused,
+        as the frustum grid has no exact mirror."""
+        if self.has_3d_truth:
+            raise ValueError("Batch.mirrored: a batch with 3D truth cannot be mirrored (the grid is not symmetric)")
+        def flip(t):  # noqa: E306
+            if t is None:
+                return None
+            chosen = which.to(t.device).view(-1, *([1] * (t.dim() - 1)))
+            return torch.where(chosen, t.flip(-1), t)
+        return Batch(self.names, flip(self.images), flip(self.depths), flip(self.semantic2d), flip(self.instance2d))
+
+
 def collate(samples: list[FrameSample]) -> Batch:
     stack = lambda key: torch.stack([getattr(s, key) for s in samples]) \
         if getattr(samples[0], key) is not None else None  # noqa: E731

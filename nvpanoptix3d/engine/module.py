@@ -37,14 +37,15 @@ class PanopticModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int):
         g64 = g128 = None
+        if self.cfg.dataset.mirror > 0 and not batch.has_3d_truth:
+            batch = batch.mirrored(torch.rand(batch.images.shape[0], generator=self._step_generator(1))
+                                   < self.cfg.dataset.mirror)
         if self.model.stage3d is not None and batch.has_3d_truth:
             g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
         ratio = self.cfg.model.frustum3d.gt_depth_ratio
         teacher = None
         if ratio > 0:
-            # drawn from (seed, step), not the global generator: a resumed run draws what the straight run drew
-            rng = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step)
-            teacher = torch.rand(batch.images.shape[0], generator=rng) < ratio
+            teacher = torch.rand(batch.images.shape[0], generator=self._step_generator(0)) < ratio
         out = self.model(batch.images, g64, g128, batch.depths if ratio > 0 else None, teacher)
         losses = compute_losses(out, batch, self.cfg, g64, g128)
         total = sum(losses.values())
@@ -54,6 +55,11 @@ class PanopticModule(L.LightningModule):
             if "_aux" not in name:
                 self.log(f"loss_{name}", value, batch_size=bs)
         return total
+
+    def _step_generator(self, stream: int) -> torch.Generator:
+        """Random draws from (seed, step, stream), not the global generator: a resumed run draws what the
+        straight run drew."""
+        return torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.global_step + stream * 2**40)
 
     def new_metrics(self) -> MetricSet:
         """Empty metrics for this data layout: Matterport counts the ceiling; PRQ's masks use the model's frustum."""
