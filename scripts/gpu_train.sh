@@ -34,6 +34,10 @@ elif [ -n "${RESUME:-}" ]; then
   extra+=("train.checkpoint_2d=$SHIPPED" "train.checkpoint_3d=$SHIPPED")
   RUN=/tmp/nvp_run2
 fi
+if [ -z "${RESUME:-}" ] || [ ! -f "${RESUME}" ]; then
+  # a new run: on a machine still warm from the call before, its status.json and checkpoints would mix in
+  rm -rf "$RUN"
+fi
 keep3d=()
 if [ "${STAGE:-}" = 2d ]; then
   # depth / 2D only: no 3D truth to generate, no 3D stage to run; the shipped 3D stage is kept in the export

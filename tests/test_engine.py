@@ -90,6 +90,7 @@ def test_shipped_training_recipe_loads():
     """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
     cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])
     assert cfg.model.backbone_type == "resnet18" and cfg.model.depth_head.scale_weight == 5.0
+    assert cfg.model.depth_head.absolute_weight == 1.0 and cfg.dataset.mirror == 0.5
 
 
 @pytest.mark.parametrize("spec, fragment", [
