@@ -92,6 +92,13 @@ class FrustumGrid:
         off = torch.as_tensor(self.offset, dtype=torch.float32, device=index.device)
         return (index.float() + 0.5 - off) * self.voxel_size + lo
 
+    @property
+    def mirror_x_index(self) -> int:
+        """Under the camera's left-right mirror (x -> -x) voxel i along x goes to mirror_x_index - i; the grid is
+        not centred on the optical axis, so that is exact only up to a fraction of a voxel (0.22 on 3D-FRONT's)."""
+        centre = self.offset[0] - self.box_min[0] / self.voxel_size
+        return int(round(2 * centre - 1))
+
     def frustum_mask(self, device=None) -> torch.Tensor:
         """dims bool: voxels whose centre projects into the image at a depth in [depth_min, depth_max]."""
         idx = torch.stack(torch.meshgrid(*[torch.arange(d, device=device) for d in self.dims], indexing="ij"), -1)

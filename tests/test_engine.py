@@ -64,33 +64,45 @@ def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
         assert torch.equal(model.forward_2d(images).depth, trained_on)
 
 
-def test_mirror_flips_the_chosen_frames_with_their_2d_truth(tmp_path):
-    """dataset.mirror: a mirrored frame keeps its labels and depth on the pixels they belong to; the other frames
-    and the loader's batch stay as they were; 3D truth is refused rather than silently left unmirrored."""
-    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}", "dataset.enable_3d=false"])
+def test_mirror_flips_the_chosen_frames_with_their_truth(tmp_path):
+    """dataset.mirror: a mirrored frame keeps its labels and depth on the pixels they belong to, and its 3D truth
+    projects onto the mirrored pixels; the other frames and the loader's batch stay as they were."""
+    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
     data = get_dataset(cfg.dataset, "train")
     asymmetric = next(s for s in data if not torch.equal(s.semantic2d, s.semantic2d.flip(-1)))
     batch = collate([asymmetric, data[0]])
-    before = batch.images.clone()
-    out = batch.mirrored(torch.tensor([True, False]))
-    assert torch.equal(batch.images, before)
+    before = batch.images.clone(), batch.occupied[0].clone()
+    with pytest.raises(ValueError, match="mirror_x"):
+        batch.mirrored(torch.tensor([True, False]))
+    grid = PanopticModule(cfg).model.stage3d.grid
+    out = batch.mirrored(torch.tensor([True, False]), grid.mirror_x_index, grid.dims[0])
+    assert torch.equal(batch.images, before[0]) and torch.equal(batch.occupied[0], before[1])
     for key in ("images", "depths", "semantic2d", "instance2d"):
         original, mirrored = getattr(batch, key), getattr(out, key)
         assert not torch.equal(original[0], original[0].flip(-1)), key  # the check below could not fail otherwise
         assert torch.equal(mirrored[0], original[0].flip(-1)) and torch.equal(mirrored[1], original[1]), key
     # the depth at the left-most pixels of the mirrored frame is the original right-most column's
     assert torch.equal(out.depths[0, :, 0], batch.depths[0, :, -1])
-    with_3d = collate([get_dataset(load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"]).dataset,
-                                   "train")[0]])
-    with pytest.raises(ValueError, match="3D truth"):
-        with_3d.mirrored(torch.tensor([True]))
+    assert torch.equal(out.occupied[1], batch.occupied[1]) and torch.equal(out.semantic3d[1], batch.semantic3d[1])
+    # every truth voxel kept its labels and lands where the mirrored image sees it: pixel u -> width - 1 - u, within
+    # the grid's 0.22-voxel asymmetry; depth (z) and height (y) unchanged
+    assert len(out.occupied[0]) == len(batch.occupied[0]) and torch.equal(out.semantic3d[0], batch.semantic3d[0])
+    k = grid.intrinsics
+    def pixel_u(index):  # noqa: E306
+        p = grid.grid_to_camera(index)
+        return p[:, 0] / p[:, 2] * k.fx + k.cx, p[:, 2]
+    u, z = pixel_u(batch.occupied[0])
+    u_mirrored, z_mirrored = pixel_u(out.occupied[0])
+    assert torch.equal(z, z_mirrored) and torch.equal(out.occupied[0][:, 1], batch.occupied[0][:, 1])
+    tolerance = 0.25 * grid.voxel_size * k.fx / z
+    assert ((u_mirrored - (k.width - 1 - u)).abs() <= tolerance).all()
 
 
 def test_shipped_training_recipe_loads():
     """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
     cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])
     assert cfg.model.backbone_type == "resnet18" and cfg.model.depth_head.scale_weight == 5.0
-    assert cfg.model.depth_head.absolute_weight == 1.0 and cfg.dataset.mirror == 0.5
+    assert cfg.model.depth_head.absolute_weight == 1.0
 
 
 @pytest.mark.parametrize("spec, fragment", [

@@ -44,17 +44,25 @@ class Batch:
                      [move(t) for t in self.instance3d])
 
 
-    def mirrored(self, which: torch.Tensor) -> "Batch":
-        """The frames `which` (B bool) mirrored left-right with their depth and 2D labels; 3D truth is refused,
-        as the frustum grid has no exact mirror."""
-        if self.has_3d_truth:
-            raise ValueError("Batch.mirrored: a batch with 3D truth cannot be mirrored (the grid is not symmetric)")
+    def mirrored(self, which: torch.Tensor, mirror_x: int | None = None, size_x: int = 256) -> "Batch":
+        """The frames `which` (B bool) mirrored left-right with their depth and 2D labels, and their 3D truth when
+        `mirror_x` says where voxel i goes (mirror_x - i along x, FrustumGrid.mirror_x_index; voxels leaving the
+        size_x-wide grid are dropped)."""
+        if self.has_3d_truth and mirror_x is None:
+            raise ValueError("Batch.mirrored: a batch with 3D truth needs mirror_x (FrustumGrid.mirror_x_index)")
         def flip(t):  # noqa: E306
             if t is None:
                 return None
             chosen = which.to(t.device).view(-1, *([1] * (t.dim() - 1)))
             return torch.where(chosen, t.flip(-1), t)
-        return Batch(self.names, flip(self.images), flip(self.depths), flip(self.semantic2d), flip(self.instance2d))
+        occupied, semantic3d, instance3d = list(self.occupied), list(self.semantic3d), list(self.instance3d)
+        for i in which.nonzero().flatten().tolist() if self.has_3d_truth else ():
+            x = mirror_x - occupied[i][:, 0]
+            keep = (x >= 0) & (x < size_x)
+            occupied[i] = torch.cat([x[:, None], occupied[i][:, 1:]], 1)[keep]
+            semantic3d[i], instance3d[i] = semantic3d[i][keep], instance3d[i][keep]
+        return Batch(self.names, flip(self.images), flip(self.depths), flip(self.semantic2d), flip(self.instance2d),
+                     occupied, semantic3d, instance3d)
 
 
 def collate(samples: list[FrameSample]) -> Batch:
