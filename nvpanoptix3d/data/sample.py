@@ -43,7 +43,6 @@ class Batch:
                      [move(t) for t in self.occupied], [move(t) for t in self.semantic3d],
                      [move(t) for t in self.instance3d])
 
-
     def mirrored(self, which: torch.Tensor, mirror_x: int | None = None, size_x: int = 256) -> "Batch":
         """The frames `which` (B bool) mirrored left-right with their depth and 2D labels, and their 3D truth when
         `mirror_x` says where voxel i goes (mirror_x - i along x, FrustumGrid.mirror_x_index; voxels leaving the

@@ -40,7 +40,7 @@ class PanopticModule(L.LightningModule):
         if self.cfg.dataset.mirror > 0:
             which = torch.rand(batch.images.shape[0], generator=self._step_generator(1)) < self.cfg.dataset.mirror
             grid = self.model.stage3d.grid if self.model.stage3d is not None else None
-            batch = batch.mirrored(which, grid.mirror_x_index if grid else None, grid.dims[0] if grid else 256)
+            batch = batch.mirrored(which, *((grid.mirror_x_index, grid.dims[0]) if grid else ()))
         if self.model.stage3d is not None and batch.has_3d_truth:
             g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
         ratio = self.cfg.model.frustum3d.gt_depth_ratio
