@@ -4,7 +4,8 @@
 # (same machine) or continues from the shipped weights when RESUME=1 (fresh machine). A call must fit 600 s:
 # about 1.5 minutes go to start-up, held-out evaluation and export, so MINUTES grows by at most 8 per call.
 # STAGE=2d trains the 2D stage alone (depth is the 3D stage's bottleneck) and ships it with the current 3D stage.
-# STAGE=3d trains the 3D stage alone on the shipped 2D stage (train.freeze_2d: depth and 2D panoptic stay).
+# STAGE=3d trains the 3D stage alone on the shipped 2D stage (train.freeze_2d: depth and 2D panoptic stay); with
+# FRESH3D=1 the 3D stage starts from scratch (a new shape, e.g. EXTRA="model.frustum3d.feature_dim=32").
 # A machine goes back 30 s after a call, so consecutive calls usually land on fresh machines: chain them by
 # joining the returned weights over the shipped file here (`cat weights.part.* > nvpanoptix3d/weights/...`;
 # the working tree travels uncommitted) and calling again with RESUME=1 (optimiser and schedule restart).
@@ -31,7 +32,10 @@ if [ -n "${RESUME:-}" ] && [ -f "${RESUME}" ]; then
   RUN=$(dirname "$(dirname "$RESUME")")
 elif [ -n "${RESUME:-}" ]; then
   # fresh machine: continue from the shipped weights
-  extra+=("train.checkpoint_2d=$SHIPPED" "train.checkpoint_3d=$SHIPPED")
+  extra+=("train.checkpoint_2d=$SHIPPED")
+  # FRESH3D=1: a 3D stage of another shape (e.g. EXTRA="model.frustum3d.feature_dim=32") starts from scratch
+  # rather than from whichever of the shipped 3D tensors happen to match its shapes
+  [ -n "${FRESH3D:-}" ] || extra+=("train.checkpoint_3d=$SHIPPED")
   RUN=/tmp/nvp_run2
 fi
 if [ -z "${RESUME:-}" ] || [ ! -f "${RESUME}" ]; then
@@ -45,7 +49,8 @@ if [ "${STAGE:-}" = 2d ]; then
   keep3d=(--stage3d-from "$SHIPPED")
 fi
 if [ "${STAGE:-}" = 3d ]; then
-  [ -n "${RESUME:-}" ] || extra+=("train.checkpoint_2d=$SHIPPED" "train.checkpoint_3d=$SHIPPED")
+  [ -n "${RESUME:-}" ] || extra+=("train.checkpoint_2d=$SHIPPED")
+  [ -n "${RESUME:-}" ] || [ -n "${FRESH3D:-}" ] || extra+=("train.checkpoint_3d=$SHIPPED")
   extra+=("train.freeze_2d=true")
 fi
 # EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
