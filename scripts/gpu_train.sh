@@ -26,16 +26,17 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 [ -n "${SKIP_BENCH:-}" ] || python bench/synth.py --device cuda --frames 200 | tee "$OUT/bench_synth_cuda.txt"
 extra=("train.optim.milestones=[${MILESTONE:-12}]")
+# starting from the shipped weights; FRESH3D=1: a 3D stage of another shape (e.g.
+# EXTRA="model.frustum3d.feature_dim=32") starts from scratch rather than from whichever shipped 3D tensors fit it
+from_shipped=("train.checkpoint_2d=$SHIPPED")
+[ -n "${FRESH3D:-}" ] || from_shipped+=("train.checkpoint_3d=$SHIPPED")
 if [ -n "${RESUME:-}" ] && [ -f "${RESUME}" ]; then
   # same machine, still warm: exact resume; MINUTES is then the run's total (Lightning restores the elapsed time)
   extra+=("train.resume_training_checkpoint_path=$RESUME")
   RUN=$(dirname "$(dirname "$RESUME")")
 elif [ -n "${RESUME:-}" ]; then
   # fresh machine: continue from the shipped weights
-  extra+=("train.checkpoint_2d=$SHIPPED")
-  # FRESH3D=1: a 3D stage of another shape (e.g. EXTRA="model.frustum3d.feature_dim=32") starts from scratch
-  # rather than from whichever of the shipped 3D tensors happen to match its shapes
-  [ -n "${FRESH3D:-}" ] || extra+=("train.checkpoint_3d=$SHIPPED")
+  extra+=("${from_shipped[@]}")
   RUN=/tmp/nvp_run2
 fi
 if [ -z "${RESUME:-}" ] || [ ! -f "${RESUME}" ]; then
@@ -49,8 +50,7 @@ if [ "${STAGE:-}" = 2d ]; then
   keep3d=(--stage3d-from "$SHIPPED")
 fi
 if [ "${STAGE:-}" = 3d ]; then
-  [ -n "${RESUME:-}" ] || extra+=("train.checkpoint_2d=$SHIPPED")
-  [ -n "${RESUME:-}" ] || [ -n "${FRESH3D:-}" ] || extra+=("train.checkpoint_3d=$SHIPPED")
+  [ -n "${RESUME:-}" ] || extra+=("${from_shipped[@]}")
   extra+=("train.freeze_2d=true")
 fi
 # EXTRA: further dotted overrides, e.g. EXTRA="train.optim.lr=0.00008 model.frustum3d.gt_depth_ratio=0.15"
