@@ -139,6 +139,11 @@ class Frustum3DConfig:
     min_segment_voxels: int = param(1500, "Segments (a thing's instance, a stuff class) with fewer occupied voxels "
                                     "are dropped from the output; 0 keeps every segment.", minimum=0,
                                     maximum=1_000_000)
+    # session 16: grouping voxels into instances costs about 0.055 PRQ (bench/label_oracle.py); a voxel picking among
+    # all thing queries may join another class's instance, then the instance's majority vote relabels it
+    instance_within_class: bool = param(False, "A thing voxel joins the instance of the kept thing query of highest "
+                                        "affinity among the queries of its own 3D class (all thing queries when "
+                                        "its class has none).")
 
 
 @dataclass

@@ -681,6 +681,51 @@ def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
     assert set(kept.scores) == set(every.scores) & set(kept.instance.tolist())
 
 
+def test_instance_within_class_rules_out_queries_of_other_classes_only_where_the_class_has_one():
+    """Queries: a chair and a table. The chair voxel likes the table query best, the table voxel the chair query;
+    within their class each must take its own. The lamp voxel has no lamp query: it keeps its best (the table)."""
+    from nvpanoptix3d.labels import NAMES
+    from nvpanoptix3d.model.postprocess import within_class
+    chair, table, lamp = NAMES.index("chair"), NAMES.index("table"), NAMES.index("lamp")
+    affinity = torch.tensor([[1.0, 3.0], [2.0, 0.5], [0.0, 4.0]])
+    masked = within_class(affinity, torch.tensor([chair, table]), torch.tensor([chair, table, lamp]))
+    assert masked.argmax(-1).tolist() == [0, 1, 1]
+    assert affinity.argmax(-1).tolist() == [1, 0, 1]        # untouched: the caller's tensor is not modified
+    assert torch.equal(masked[2], affinity[2]) and masked[0, 1] == float("-inf")
+
+
+def test_instance_within_class_in_the_3d_panoptic_fusion(tmp_path):
+    """Hand-built outputs: queries chair (0) and table (1), kept; three chair voxels and three table voxels, where
+    one chair voxel and one table voxel like the other class's query best. Without the switch the chair query's
+    instance takes a table voxel and the table's a chair voxel (the majority vote then relabels them); with it
+    each query's instance is exactly its class's voxels."""
+    from types import SimpleNamespace
+
+    from nvpanoptix3d.labels import NAMES, NUM_CLASSES
+    from nvpanoptix3d.model.postprocess import panoptic_3d
+    chair, table = NAMES.index("chair"), NAMES.index("table")
+    classes = torch.full((1, 2, NUM_CLASSES + 1), -10.0)
+    classes[0, 0, chair], classes[0, 1, table] = 10.0, 10.0
+    voxel_class = torch.tensor([chair, chair, chair, table, table, table])
+    semantic = torch.full((1, 6, NUM_CLASSES + 1), -10.0)
+    semantic[0, torch.arange(6), voxel_class] = 10.0
+    affinity = torch.tensor([[[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [0.0, 5.0], [0.0, 5.0], [5.0, 0.0]]])
+    out3d = SimpleNamespace(fine_logits=torch.full((1, 6), 10.0), fine_valid=torch.ones(1, 6, dtype=torch.bool),
+                            fine_index=torch.arange(18).view(1, 6, 3), semantic_logits=semantic,
+                            query_logits=affinity, labelled_above=0.0)
+    out2d = SimpleNamespace(class_logits=classes)
+    results = {}
+    for switch in (False, True):
+        cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0",
+                                                    f"model.frustum3d.instance_within_class={str(switch).lower()}"])),
+                          [f"results_dir={tmp_path / 'r'}"])
+        results[switch] = panoptic_3d(out2d, out3d, 0, cfg)
+    assert results[False].instance.tolist() == [1, 1, 2, 2, 2, 1]
+    assert results[False].semantic.tolist() == [chair, chair, table, table, table, chair]
+    assert results[True].instance.tolist() == [1, 1, 1, 2, 2, 2]
+    assert results[True].semantic.tolist() == voxel_class.tolist()
+
+
 def test_int8_storage_hand_computed():
     """Row [1, -2, 0.5] has scale 2 / 127: it stores [64, -127, 32] (63.5 rounds to even) and reads back
     [128 / 127, -2, 64 / 127]; small and 1-D tensors stay as given."""

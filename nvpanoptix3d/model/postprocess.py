@@ -95,6 +95,8 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     if things.any() and thing_voxel.any() and mode != "semantic":
         q_idx = things.nonzero()[:, 0]
         affinity = out3d.query_logits[i][occupied][thing_voxel][:, q_idx].float()
+        if f3.instance_within_class:
+            affinity = within_class(affinity, label[q_idx], semantic[thing_voxel])
         instance[thing_voxel] = q_idx[affinity.argmax(-1)] + 1
         # an instance takes the majority class of its voxels
         ids, inverse = instance[thing_voxel].unique(return_inverse=True)
@@ -110,6 +112,13 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     present = set(instance.unique().tolist())
     scores = {k: v for k, v in scores.items() if k in present}
     return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))
+
+
+def within_class(affinity: torch.Tensor, query_class: torch.Tensor, voxel_class: torch.Tensor) -> torch.Tensor:
+    """V x Q voxel-to-query affinities with the queries of another class than the voxel's ruled out, for voxels
+    whose class has a query."""
+    same = query_class[None, :] == voxel_class[:, None]
+    return affinity.masked_fill(~same & same.any(1, keepdim=True), float("-inf"))
 
 
 def large_segments(semantic: torch.Tensor, instance: torch.Tensor, min_voxels: int) -> torch.Tensor:
