@@ -139,8 +139,9 @@ class Frustum3DConfig:
     min_segment_voxels: int = param(1500, "Segments (a thing's instance, a stuff class) with fewer occupied voxels "
                                     "are dropped from the output; 0 keeps every segment.", minimum=0,
                                     maximum=1_000_000)
-    # session 16: grouping voxels into instances costs about 0.055 PRQ (bench/label_oracle.py); a voxel picking among
-    # all thing queries may join another class's instance, then the instance's majority vote relabels it
+    # session 16: grouping voxels into instances costs about 0.055 PRQ (bench/label_oracle.py), and a voxel picking
+    # among all thing queries may join another class's instance. Ruling those out: +0.007 on 48 test frames but
+    # -0.0005 on 300 validation frames (paired interval -0.004 to +0.003; bench/results/bench_oracles_cpu.txt): off
     instance_within_class: bool = param(False, "A thing voxel joins the instance of the kept thing query of highest "
                                         "affinity among the queries of its own 3D class (all thing queries when "
                                         "its class has none).")
