@@ -58,11 +58,17 @@ def s3_endpoint():
     proc = subprocess.Popen([str(exe), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     import requests
-    for _ in range(100):
+    # moto answers its first request only once its services are imported: on a busy 2-core machine that can take
+    # seconds after the port opens, so a slow answer (a read timeout) is waited for like a refused connection
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            requests.get(url, timeout=0.5)
+            requests.get(url, timeout=5)
             break
-        except requests.ConnectionError:
+        except requests.RequestException as error:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server on {url} did not answer within 60 s: {error}") from error
             time.sleep(0.1)
     yield url
     proc.terminate()
