@@ -6,7 +6,7 @@ what the classes cost.
 
     python bench/label_oracle.py [--checkpoint PATH] [--frames 48] [--depth predicted|ground_truth]
 
-The gap between the two is what better 3D semantic / instance labels could gain on today's geometry; what is
+Product -> perfect labels is what better 3D semantic / instance labels could gain on today's geometry; what is
 left below 1 with perfect labels is the geometry's (occupancy) share.
 """
 import numpy as np
