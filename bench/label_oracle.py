@@ -15,8 +15,7 @@ from engine_common import checkpoint_parser, held_out
 from scipy import ndimage
 
 from nvpanoptix3d.data import collate
-from nvpanoptix3d.labels import NUM_CLASSES
-from nvpanoptix3d.model.postprocess import panoptic_3d
+from nvpanoptix3d.model.postprocess import majority_class, panoptic_3d
 
 
 def nearest_truth_labels(pred_index, gt_index, gt_semantic, gt_instance, dims):
@@ -38,9 +37,7 @@ def majority_class_per_group(true_semantic, true_instance, predicted_semantic):
     """Voxels grouped by their true segment (class, instance), each group the majority predicted class; the
     group's id is its instance (classes that are stuff ignore it)."""
     _, group = torch.unique(torch.stack([true_semantic, true_instance], -1), dim=0, return_inverse=True)
-    votes = torch.zeros(int(group.max()) + 1 if len(group) else 0, NUM_CLASSES, device=group.device)
-    votes.index_put_((group, predicted_semantic), torch.ones_like(group, dtype=torch.float), accumulate=True)
-    return votes.argmax(-1)[group], group + 1
+    return majority_class(group, predicted_semantic), group + 1
 
 
 if __name__ == "__main__":

@@ -52,12 +52,9 @@ def lift_pixels(depth: torch.Tensor, semantic: torch.Tensor, instance: torch.Ten
 
 
 def product_depth(module, images: torch.Tensor):
-    """(2D outputs, depth at the image's size) as the product lifts it: mirror average and layout."""
-    model = module.model
-    out = model.forward_2d(images)
-    depth = out.depth
-    if model.layout is not None:
-        depth = model.layout(depth, out.class_logits, out.mask_logits)
+    """(2D outputs, depth at the image's size) as the product lifts it (mirror average, layout...)."""
+    out = module.model.forward_2d(images)
+    depth = module.model.lifting_depth(out)
     return out, F.interpolate(depth[:, None].float(), size=images.shape[-2:], mode="bilinear",
                               align_corners=False)[0, 0]
 

@@ -54,6 +54,15 @@ class PanopticReconstruction(nn.Module):
             out = replace(out, depth=0.5 * (out.depth + mirrored))
         return out
 
+    def lifting_depth(self, out2d: Output2D) -> torch.Tensor:
+        """The depth the 3D stage lifts with: the 2D stage's, through the layout and the segment upsampling."""
+        depth = out2d.depth.detach()
+        if self.layout is not None and (self.layout_in_training or not self.training):
+            depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
+        if self.upsample is not None:
+            depth = self.upsample(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
+        return depth
+
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
                 teacher: torch.Tensor | None = None) -> ModelOutput:
         """Training may lift some frames (`teacher`, B bool) with ground-truth depth (gt_depth), so the 3D stage
@@ -61,11 +70,7 @@ class PanopticReconstruction(nn.Module):
         out2d = self.forward_2d(images)
         out3d = None
         if self.stage3d is not None:
-            depth = out2d.depth.detach()
-            if self.layout is not None and (self.layout_in_training or not self.training):
-                depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
-            if self.upsample is not None:
-                depth = self.upsample(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
+            depth = self.lifting_depth(out2d)
             if gt_depth is not None and teacher is not None:
                 gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
                 pick = teacher.to(depth.device).view(-1, 1, 1)

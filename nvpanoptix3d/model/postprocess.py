@@ -99,10 +99,7 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
             affinity = within_class(affinity, label[q_idx], semantic[thing_voxel])
         instance[thing_voxel] = q_idx[affinity.argmax(-1)] + 1
         # an instance takes the majority class of its voxels
-        ids, inverse = instance[thing_voxel].unique(return_inverse=True)
-        votes = torch.zeros(len(ids), NUM_CLASSES, device=semantic.device)
-        votes.index_put_((inverse, semantic[thing_voxel]), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
-        semantic[thing_voxel] = votes.argmax(-1)[inverse]
+        semantic[thing_voxel] = majority_class(instance[thing_voxel], semantic[thing_voxel])
         scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
     prob_kept = prob[occupied]
     keep_vox = large_segments(semantic, instance, f3.min_segment_voxels)
@@ -112,6 +109,14 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     present = set(instance.unique().tolist())
     scores = {k: v for k, v in scores.items() if k in present}
     return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))
+
+
+def majority_class(group: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+    """V group ids (any integers), V classes -> V: the most frequent class of each voxel's group."""
+    _, inverse = group.unique(return_inverse=True)
+    votes = torch.zeros(int(inverse.max()) + 1 if len(inverse) else 0, NUM_CLASSES, device=semantic.device)
+    votes.index_put_((inverse, semantic), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
+    return votes.argmax(-1)[inverse]
 
 
 def within_class(affinity: torch.Tensor, query_class: torch.Tensor, voxel_class: torch.Tensor) -> torch.Tensor:
