@@ -24,9 +24,8 @@ def visible_voxels(index: torch.Tensor, depth: torch.Tensor, grid, tolerance: fl
     """index M x 3 voxels, depth H x W true depth at the grid's intrinsics -> M bool: seen from the camera."""
     k = grid.intrinsics
     p = grid.grid_to_camera(index)
-    z = p[:, 2].clamp(min=1e-6)
-    u = (p[:, 0] / z * k.fx + k.cx).round().long()
-    v = (p[:, 1] / z * k.fy + k.cy).round().long()
+    z = p[:, 2]
+    u, v = (c.round().long() for c in k.project(p))
     inside = (u >= 0) & (u < k.width) & (v >= 0) & (v < k.height)
     d = depth[v.clamp(0, k.height - 1), u.clamp(0, k.width - 1)]
     return inside & (d > 0) & (z <= d + tolerance * grid.voxel_size)
@@ -47,8 +46,9 @@ def lift_pixels(depth: torch.Tensor, semantic: torch.Tensor, instance: torch.Ten
     flat = (index[:, 0] * dims[1] + index[:, 1]) * dims[2] + index[:, 2]
     unique, inverse = flat.unique(return_inverse=True)
     first = torch.full_like(unique, len(flat)).scatter_reduce(0, inverse, torch.arange(len(flat)), "amin")
-    keep = (labels[first, 0] > 0) & grid.frustum_mask(depth.device)[tuple(index[first].T)]
-    return index[first][keep], labels[first][keep, 0], labels[first][keep, 1]
+    index, labels = index[first], labels[first]
+    keep = (labels[:, 0] > 0) & grid.frustum_mask(depth.device)[tuple(index.T)]
+    return index[keep], labels[keep, 0], labels[keep, 1]
 
 
 def product_depth(module, images: torch.Tensor):

@@ -42,6 +42,11 @@ class Intrinsics:
         k[0, 0], k[1, 1], k[0, 2], k[1, 2] = self.fx, self.fy, self.cx, self.cy
         return k
 
+    def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continuous pixel coordinates (u, v) of camera-space points (..., 3) in front of the camera."""
+        z = points[..., 2].clamp(min=1e-6)
+        return points[..., 0] / z * self.fx + self.cx, points[..., 1] / z * self.fy + self.cy
+
     def pixel_rays(self, device=None) -> torch.Tensor:
         """H x W x 3 camera-space directions with z = 1, so a ray's parameter t is the depth."""
         v, u = torch.meshgrid(torch.arange(self.height, device=device, dtype=torch.float32),
@@ -105,8 +110,7 @@ class FrustumGrid:
         p = self.grid_to_camera(idx)
         k = self.intrinsics
         z = p[..., 2]
-        u = p[..., 0] / z.clamp(min=1e-6) * k.fx + k.cx
-        v = p[..., 1] / z.clamp(min=1e-6) * k.fy + k.cy
+        u, v = k.project(p)
         return (z >= self.depth_min) & (z <= self.depth_max) & (u >= -0.5) & (u < k.width - 0.5) & \
             (v >= -0.5) & (v < k.height - 0.5)
 
