@@ -726,6 +726,47 @@ def test_instance_within_class_in_the_3d_panoptic_fusion(tmp_path):
     assert results[True].semantic.tolist() == voxel_class.tolist()
 
 
+def test_neighbour_mean_hand_computed():
+    """Three voxels in a row and one far away, radius 1: the ends average with the middle, the middle with both,
+    the far one stays itself. Voxels (0, 1, 0) and (0, 0, 4) are 4 apart, but in a key over their unpadded box
+    (0, 1, -1) would read (0, 0, 4): the padding keeps them apart."""
+    from nvpanoptix3d.model.postprocess import neighbour_mean
+    index = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 2], [5, 5, 5]])
+    values = torch.tensor([[1.0, 0.0], [0.0, 1.0], [4.0, 2.0], [7.0, 7.0]])
+    mean = neighbour_mean(index, values, 1)
+    assert torch.allclose(mean, torch.tensor([[0.5, 0.5], [5 / 3, 1.0], [2.0, 1.5], [7.0, 7.0]]))
+    assert torch.equal(neighbour_mean(index, values, 0), values)
+    assert torch.allclose(neighbour_mean(index, values, 2)[0], torch.tensor([5 / 3, 1.0]))
+    apart = torch.tensor([[0, 1, 0], [0, 0, 4]])
+    assert torch.equal(neighbour_mean(apart, values[:2], 1), values[:2])
+
+
+def test_semantic_smoothing_in_the_3d_panoptic_fusion(tmp_path):
+    """Five stuff voxels in a row, wall wall floor wall wall, the floor voxel only just floor (probability 0.52
+    against 0.48): alone it stays floor; averaged with its neighbours (radius 1) it is wall, and the walls stay."""
+    from types import SimpleNamespace
+
+    from nvpanoptix3d.labels import NAMES, NUM_CLASSES
+    from nvpanoptix3d.model.postprocess import panoptic_3d
+    wall, floor = NAMES.index("wall"), NAMES.index("floor")
+    semantic = torch.full((1, 5, NUM_CLASSES), -30.0)
+    semantic[0, :, wall] = 5.0
+    semantic[0, 2, wall], semantic[0, 2, floor] = 0.0, math.log(0.52 / 0.48)
+    out3d = SimpleNamespace(fine_logits=torch.full((1, 5), 10.0), fine_valid=torch.ones(1, 5, dtype=torch.bool),
+                            fine_index=torch.tensor([[[3, 3, k] for k in range(5)]]), semantic_logits=semantic,
+                            query_logits=torch.zeros(1, 5, 1), labelled_above=0.0)
+    no_object = torch.full((1, 1, NUM_CLASSES), -10.0)
+    no_object[..., 0] = 10.0
+    labels = {}
+    for radius in (0, 1):
+        cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0",
+                                                    f"model.frustum3d.semantic_smoothing_radius={radius}"])),
+                          [f"results_dir={tmp_path / 'r'}"])
+        labels[radius] = panoptic_3d(SimpleNamespace(class_logits=no_object), out3d, 0, cfg).semantic.tolist()
+    assert labels[0] == [wall, wall, floor, wall, wall]
+    assert labels[1] == [wall] * 5
+
+
 def test_int8_storage_hand_computed():
     """Row [1, -2, 0.5] has scale 2 / 127: it stores [64, -127, 32] (63.5 rounds to even) and reads back
     [128 / 127, -2, 64 / 127]; small and 1-D tensors stay as given."""
