@@ -57,12 +57,11 @@ if __name__ == "__main__":
             out = model(batch.images)
             for key, cfg in configs.items():
                 p3 = panoptic_3d(out.out2d, out.out3d, 0, cfg)
-                truth_and_prediction = (batch.occupied[0], batch.semantic3d[0], batch.instance3d[0],
-                                        p3.index, p3.semantic, p3.instance)
-                metrics[key].add_3d(*truth_and_prediction)
-                frame = module.new_metrics()
-                frame.add_3d(*truth_and_prediction)
-                per_frame[key].append(class_counts(frame.prq.scores, NUM_CLASSES))
+                before = class_counts(metrics[key].prq.scores, NUM_CLASSES)
+                metrics[key].add_3d(batch.occupied[0], batch.semantic3d[0], batch.instance3d[0],
+                                    p3.index, p3.semantic, p3.instance)
+                # the frame's own counts, as the accumulator sums counts per class
+                per_frame[key].append(class_counts(metrics[key].prq.scores, NUM_CLASSES) - before)
     reference = np.stack(per_frame[spec]) if spec in per_frame else None
     for (t, n, o), m in ((key, m.summary()) for key, m in metrics.items()):
         paired = ""
