@@ -152,6 +152,12 @@ class Frustum3DConfig:
     semantic_smoothing_radius: int = param(2, "Each occupied voxel's 3D class probabilities are averaged over the "
                                            "occupied voxels within this many voxels (a cube) before its class is "
                                            "chosen; 0: each voxel alone.", minimum=0, maximum=4)
+    # session 21: an instance's class by its voxels' vote alone misses what the 2D query saw of the whole object,
+    # the query's class alone lost (session 10: 0.285 -> 0.282 on validation); adding the query's class
+    # probabilities as `weight` votes per voxel: bench/results/bench_query_class_vote_cpu.txt
+    query_class_weight: float = param(0.0, "An instance's 3D class is the majority of its voxels' classes plus "
+                                      "this many votes per voxel spread by its 2D query's class probabilities; 0: "
+                                      "the voxels' majority alone.", minimum=0.0, maximum=100.0)
 
 
 @dataclass

@@ -767,6 +767,44 @@ def test_semantic_smoothing_in_the_3d_panoptic_fusion(tmp_path):
     assert labels[1] == [wall] * 5
 
 
+def test_query_class_votes_in_the_3d_panoptic_fusion(tmp_path):
+    """One instance of four thing voxels, three voted chair and one table, its query 0.9 table and 0.1 chair: the
+    voxels' majority is chair (3 votes to 1); one vote per voxel spread by the query's classes makes it table 1 + 3.6
+    against chair 3 + 0.4, a table; half a vote per voxel, table 1 + 1.8 against chair 3 + 0.2: still a chair."""
+    from types import SimpleNamespace
+
+    from nvpanoptix3d.labels import NAMES, NUM_CLASSES
+    from nvpanoptix3d.model.postprocess import majority_class, panoptic_3d, query_class_votes
+    chair, table = NAMES.index("chair"), NAMES.index("table")
+    semantic = torch.full((1, 4, NUM_CLASSES), -30.0)
+    semantic[0, :3, chair] = 5.0
+    semantic[0, 3, table] = 5.0
+    out3d = SimpleNamespace(fine_logits=torch.full((1, 4), 10.0), fine_valid=torch.ones(1, 4, dtype=torch.bool),
+                            fine_index=torch.tensor([[[3, 3, 40 * k] for k in range(4)]]), semantic_logits=semantic,
+                            query_logits=torch.zeros(1, 4, 1), labelled_above=0.0)
+    query = torch.full((1, 1, NUM_CLASSES), -30.0)
+    query[0, 0, table] = math.log(0.9)
+    query[0, 0, chair] = math.log(0.1)
+    classes = {}
+    for weight in (0.0, 0.5, 1.0):
+        cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0",
+                                                    "model.frustum3d.semantic_smoothing_radius=0",
+                                                    f"model.frustum3d.query_class_weight={weight}"])),
+                          [f"results_dir={tmp_path / 'r'}"])
+        p3 = panoptic_3d(SimpleNamespace(class_logits=query), out3d, 0, cfg)
+        assert p3.instance.tolist() == [1] * 4
+        classes[weight] = p3.semantic.tolist()
+    assert classes == {0.0: [chair] * 4, 0.5: [chair] * 4, 1.0: [table] * 4}
+    # the votes follow each group's own query (instance ids 1 and 2 are queries 0 and 1): at two votes per voxel,
+    # group 1's two chair voxels give table 3.6 against chair 2 + 0.4; group 2's query is all chair
+    chair_query = torch.full((NUM_CLASSES,), -30.0)
+    chair_query[chair] = 0.0
+    votes = query_class_votes(torch.stack([query[0, 0], chair_query]), 2.0)
+    assert votes.shape == (3, NUM_CLASSES) and votes[0].sum() == 0
+    assert majority_class(torch.tensor([2, 2, 1, 1]), torch.tensor([chair, chair, chair, chair]),
+                          votes).tolist() == [chair, chair, table, table]
+
+
 def test_int8_storage_hand_computed():
     """Row [1, -2, 0.5] has scale 2 / 127: it stores [64, -127, 32] (63.5 rounds to even) and reads back
     [128 / 127, -2, 64 / 127]; small and 1-D tensors stay as given."""

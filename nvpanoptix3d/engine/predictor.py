@@ -35,7 +35,8 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
 # inference-time settings the spec keeps even when the checkpoint brings its own architecture
 RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "depth_head.segment_upsample", "depth_head.flip_average",
                 "frustum3d.max_voxels", "frustum3d.occupancy_threshold", "frustum3d.min_segment_voxels",
-                "frustum3d.instance_within_class", "frustum3d.semantic_smoothing_radius", "mask_former.test_topk",
+                "frustum3d.instance_within_class", "frustum3d.semantic_smoothing_radius",
+                "frustum3d.query_class_weight", "mask_former.test_topk",
                 "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
 
 
