@@ -154,7 +154,8 @@ class Frustum3DConfig:
                                            "chosen; 0: each voxel alone.", minimum=0, maximum=4)
     # session 21: an instance's class by its voxels' vote alone misses what the 2D query saw of the whole object,
     # the query's class alone lost (session 10: 0.285 -> 0.282 on validation); adding the query's class
-    # probabilities as `weight` votes per voxel: bench/results/bench_query_class_vote_cpu.txt
+    # probabilities as votes per voxel: +0.002 on 300 validation frames at 1 (interval 0.000 to +0.005), -0.0002 on
+    # the 100 test frames (bench/results/bench_query_class_vote_cpu.txt): off by default
     query_class_weight: float = param(0.0, "An instance's 3D class is the majority of its voxels' classes plus "
                                       "this many votes per voxel spread by its 2D query's class probabilities; 0: "
                                       "the voxels' majority alone.", minimum=0.0, maximum=100.0)
