@@ -124,6 +124,15 @@ class Frustum3DConfig:
     # 0.229, bench/results/gpu_train_status_s8_run{1,2}_3d_context_discarded.json): off by default
     context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the neighbourhood of the 128^3 "
                                 "candidate voxels; 0: per-voxel MLPs only.", minimum=0, maximum=4)
+    # session 22: a voxel behind a visible surface reads the occluder's pixel embedding, so its labels need what
+    # its neighbours see; the label heads were 64 units wide for 288 inputs. Both grow a trained 3D stage in place
+    # (network.load_stage): it predicts as before until they train
+    label_context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the 128^3 candidate voxels "
+                                      "whose output joins the 256^3 voxels' label heads (semantic class and "
+                                      "query embedding); 0: each voxel labelled from itself, its parent and its "
+                                      "pixel.", minimum=0, maximum=4)
+    label_hidden: int = param(0, "Hidden units of the 3D label heads; 0: 4 x feature_dim.", minimum=0,
+                              maximum=1024)
     gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "

@@ -231,9 +231,9 @@ def test_staged_initialisation_from_the_shipped_weights():
                                                                                       checkpoint_2d=str(shipped))))
     model = PanopticReconstruction(cfg)
     state = load_state_dict(shipped)
-    loaded2d, skipped2d = model.load_stage(state, "2d")
-    loaded3d, skipped3d = model.load_stage(state, "3d")
-    assert loaded2d and loaded3d and not skipped2d and not skipped3d
+    loaded2d, skipped2d, grown2d = dataclasses.astuple(model.load_stage(state, "2d"))
+    loaded3d, skipped3d, grown3d = dataclasses.astuple(model.load_stage(state, "3d"))
+    assert loaded2d and loaded3d and not skipped2d and not skipped3d and not grown2d and not grown3d
     assert all(n.startswith("stage3d.") for n in loaded3d)
 
 
@@ -327,11 +327,13 @@ def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
     assert refused.returncode != 0 and "has its own 3D stage" in refused.stderr
 
 
-def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
+@pytest.mark.parametrize("overrides", [[], ["model.frustum3d.label_context_layers=1",
+                                              "model.frustum3d.label_hidden=24"]])
+def test_training_labels_only_the_voxels_its_losses_read(tmp_path, overrides):
     """Training runs the 3D label heads on truly occupied candidates only: losses and gradients must be those
-    of labelling every candidate densely (the export path)."""
+    of labelling every candidate densely (the export path), label context included."""
     from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
-    cfg = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
+    cfg = load_config(str(_spec_file(tmp_path, overrides)), [f"results_dir={tmp_path / 'r'}"])
     torch.manual_seed(0)
     module = PanopticModule(cfg).train()
     dataset = get_dataset(cfg.dataset, "train")
@@ -342,9 +344,10 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
         module.zero_grad()
         out = module.model(batch.images, g64, g128)
         if dense:
-            fine_index, fine_feat, pixels, query_embed = out.out3d.label.args
+            fine_index, fine_feat, fine_context, pixels, query_embed = out.out3d.label.args
             stage = module.model.stage3d
-            sem, query = stage._heads(fine_feat, stage.lifter.features_at(fine_index, 1, pixels), query_embed)
+            sem, query = stage._heads(fine_feat, stage.lifter.features_at(fine_index, 1, pixels), fine_context,
+                                      query_embed)
             out.out3d.label = lambda rows: (sem[rows], query[rows])
         losses = compute_losses(out, batch, cfg, g64, g128)
         sum(losses.values()).backward()
@@ -356,6 +359,7 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
     assert sparse_losses["sem3d"] > 0 and sparse_losses["inst3d"] > 0
     assert sparse_losses == pytest.approx(dense_losses, rel=1e-5)
     assert sparse_grads.keys() == dense_grads.keys() and any(n.startswith("semantic.") for n in sparse_grads)
+    assert bool(overrides) == any(n.startswith("label_context.") for n in sparse_grads)
     for name in dense_grads:
         assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name
 
@@ -421,8 +425,8 @@ def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tm
     refined = load_config(str(_spec_file(tmp_path, ["model.depth_head.refine_layers=2"])), [f"results_dir={tmp_path}"])
     torch.manual_seed(0)
     trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(refined).eval()
-    loaded, skipped = grown.load_stage(trained.state_dict(), "2d")
-    assert not skipped and not any(".refiner." in n for n in loaded)
+    result = grown.load_stage(trained.state_dict(), "2d")
+    assert not result.skipped and not result.grown and not any(".refiner." in n for n in result.loaded)
     images = torch.rand(2, 3, 240, 320)
     with torch.no_grad():
         assert torch.equal(trained.forward_2d(images).depth, grown.forward_2d(images).depth)
@@ -443,7 +447,8 @@ def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in
 
 
 @pytest.mark.parametrize("key, built", [("depth_head.refine_layers", lambda m: m.head2d.depth_head.refiner),
-                                         ("frustum3d.context_layers", lambda m: m.stage3d.mid_context)])
+                                         ("frustum3d.context_layers", lambda m: m.stage3d.mid_context),
+                                         ("frustum3d.label_context_layers", lambda m: m.stage3d.label_context)])
 def test_a_checkpoint_stored_before_an_added_part_existed_loads_without_it(tmp_path, key, built):
     """A stored model section without an added architecture key (predictor.ADDED_KEYS) was trained without that
     part: evaluate and inference must build none (the spec's default would ask for tensors the file lacks)."""
@@ -473,12 +478,46 @@ def test_voxel_context_added_to_a_trained_3d_stage_starts_from_it(tmp_path):
     torch.manual_seed(0)
     trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(grown_cfg).eval()
     for stage in ("2d", "3d"):
-        loaded, skipped = grown.load_stage(trained.state_dict(), stage)
-        assert not skipped and not any(".mid_context." in n for n in loaded)
+        result = grown.load_stage(trained.state_dict(), stage)
+        assert not result.skipped and not any(".mid_context." in n for n in result.loaded)
     images = torch.rand(1, 3, 240, 320)
     with torch.no_grad():
         a, b = trained(images).out3d, grown(images).out3d
     assert torch.equal(a.mid_logits, b.mid_logits) and torch.equal(a.fine_logits, b.fine_logits)
+
+
+def test_label_heads_widened_with_context_start_from_the_trained_stage(tmp_path):
+    """model.frustum3d.label_hidden / label_context_layers: a trained 3D stage loads into wider label heads with
+    label context, labels every voxel as before (new input columns start at zero, new hidden units feed nothing),
+    and the new columns are trainable: the 3D losses give them gradient."""
+    from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    base = load_config(str(_spec_file(tmp_path)), [f"results_dir={tmp_path}"])
+    wide = load_config(str(_spec_file(tmp_path, ["model.frustum3d.label_context_layers=2",
+                                                 "model.frustum3d.label_hidden=40"])), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(wide).eval()
+    for stage in ("2d", "3d"):
+        result = grown.load_stage(trained.state_dict(), stage)
+        assert not result.skipped
+    assert sorted(result.grown) == sorted(f"stage3d.{head}.{layer}.{kind}" for head in ("semantic", "embed")
+                                          for layer in (0, 2, 4) for kind in ("weight", "bias")
+                                          if (layer, kind) != (4, "bias"))
+    c, pixel_dim = base.model.frustum3d.feature_dim, base.model.sem_seg_head.hidden_dim
+    first = grown.stage3d.semantic[0].weight
+    assert first.shape == (40, 3 * c + pixel_dim) and not first[:4 * c, 2 * c + pixel_dim:].any()
+    images = torch.rand(1, 3, 240, 320)
+    with torch.no_grad():
+        a, b = trained(images).out3d, grown(images).out3d
+    assert torch.equal(a.fine_logits, b.fine_logits) and a.semantic_logits.abs().sum() > 0
+    assert torch.allclose(a.semantic_logits, b.semantic_logits, atol=1e-5)
+    assert torch.allclose(a.query_logits, b.query_logits, atol=1e-5)
+    dataset = get_dataset(wide.dataset, "train")
+    batch = collate([dataset[0]])
+    g64, g128 = occupancy_grids(batch, tuple(wide.model.frustum3d.grid_dimensions))
+    grown.train()
+    sum(compute_losses(grown(batch.images, g64, g128), batch, wide, g64, g128).values()).backward()
+    assert first.grad[:, 2 * c + pixel_dim:].abs().sum() > 0
 
 
 def test_voxel_context_reads_neighbours_within_its_reach_and_nothing_outside_the_frustum():
@@ -880,3 +919,20 @@ def test_a_resnet34_grown_from_resnet18_weights_starts_as_them(tmp_path):
     grown.train()
     grown.forward_2d(images).depth.mean().backward()
     assert fresh.grad is not None and fresh.grad.abs().sum() > 0
+
+
+def test_the_3d_stage_with_label_context_exports_to_onnx(tmp_path):
+    """The label context's scatter into the 128^3 box and the parents' gather survive ONNX export: onnxruntime
+    labels the candidates both runtimes picked as PyTorch does."""
+    from nvpanoptix3d.engine.export import Stage3D, _export, _voxelwise_diff
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path, ["model.frustum3d.label_context_layers=2"])),
+                      [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    model = PanopticReconstruction(cfg).eval()
+    with torch.no_grad():
+        o = model.forward_2d(torch.rand(1, 3, 240, 320))
+    diff = _export(Stage3D(model), (o.mask_features, o.depth, o.query_embed), tmp_path / "3d.onnx",
+                   ["mask_features", "depth", "query_embed"], ["index", "valid", "logits", "semantic", "query"],
+                   cfg.export.opset_version, _voxelwise_diff)
+    assert diff < 1e-3 and _voxelwise_diff.shared > 0.9

@@ -151,9 +151,12 @@ def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWrit
         path = getattr(cfg.train, key.split(".")[1])
         if not path or (stage == "3d" and module.model.stage3d is None):
             continue
-        loaded, skipped = module.model.load_stage(load_state_dict(path, key), stage)
-        status.write("init", stage=stage, path=path, loaded=len(loaded), skipped=len(skipped))
-        print(f"[init] {key}: {len(loaded)} tensors loaded, {len(skipped)} skipped (shape or name mismatch)")
+        result = module.model.load_stage(load_state_dict(path, key), stage)
+        loaded = result.loaded
+        status.write("init", stage=stage, path=path, loaded=len(loaded), grown=len(result.grown),
+                     skipped=len(result.skipped))
+        print(f"[init] {key}: {len(loaded)} tensors loaded, {len(result.grown)} widened, {len(result.skipped)} "
+              "skipped (shape or name mismatch)")
         backbone = module.model.backbone
         if stage == "2d" and isinstance(backbone, ResNetBackbone) and any(n.startswith("backbone.") for n in loaded):
             fresh = backbone.start_fresh_blocks_as_identity(loaded, prefix="backbone.")

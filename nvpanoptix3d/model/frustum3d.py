@@ -114,10 +114,10 @@ class CoarseNet(nn.Module):
 class VoxelContext(nn.Module):
     """Neighbourhood context for the candidate voxels of a level, whose MLP sees only its own voxel and parent:
     their features scattered into the level's grid (cropped to the frustum's box), 3D convolutions with dilations
-    1, 2, 4..., read back at the candidates. Its output starts at zero, so context added to a trained stage starts
-    from that stage's predictions."""
+    1, 2, 4..., read back at the candidates. Added to the features it reads (out_features None), its output starts at
+    zero, so context added to a trained stage starts from that stage's predictions."""
 
-    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int):
+    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int, out_features: int | None = None):
         super().__init__()
         inside = mask.nonzero()
         low, high = inside.min(0).values, inside.max(0).values + 1
@@ -126,12 +126,13 @@ class VoxelContext(nn.Module):
         self.inp = nn.Linear(features, channels)
         self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=2 ** i, dilation=2 ** i)
                                    for i in range(layers))
-        self.out = nn.Linear(channels, features)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = nn.Linear(channels, out_features or features)
+        if out_features is None:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, index: torch.Tensor, valid: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        """index B x K x 3 (unique where valid), valid B x K, feat B x K x F -> B x K x F."""
+        """index B x K x 3 (unique where valid), valid B x K, feat B x K x F -> B x K x out_features."""
         b, k = valid.shape
         d0, d1, d2 = self.box
         local = index - self.low
@@ -165,8 +166,12 @@ class Frustum3D(nn.Module):
         self.coarse = CoarseNet(c + 3, 2 * c)
         self.mid = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
         self.fine = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
-        self.semantic = mlp(2 * c + pixel_dim, 4 * c, cfg.sem_seg_head.num_classes)
-        self.embed = mlp(2 * c + pixel_dim, 4 * c, pixel_dim)
+        # label heads read [voxel features, pixel embedding, label context]: the context's inputs come last, so a
+        # stage trained without them loads with zero weights there (network.load_stage)
+        label_in = 2 * c + pixel_dim + (c if f3.label_context_layers else 0)
+        hidden = f3.label_hidden or 4 * c
+        self.semantic = mlp(label_in, hidden, cfg.sem_seg_head.num_classes)
+        self.embed = mlp(label_in, hidden, pixel_dim)
         nn.init.zeros_(self.embed[-1].weight)  # start as the 2D embedding at the voxel's projection
         nn.init.zeros_(self.embed[-1].bias)
         d = grid.dims
@@ -176,6 +181,10 @@ class Frustum3D(nn.Module):
         self.register_buffer("mask256", mask, persistent=False)
         self.mid_context = VoxelContext(self.mask128, 1 + 2 * c, c, f3.context_layers) \
             if f3.context_layers else None
+        # its own reduction of the pixel embeddings: the occupancy's (self.reduce) keeps what geometry needs
+        self.label_reduce = nn.Linear(pixel_dim, c) if f3.label_context_layers else None
+        self.label_context = VoxelContext(self.mask128, c + 3 + 1 + 2 * c, c, f3.label_context_layers, c) \
+            if f3.label_context_layers else None
         idx64 = torch.stack(torch.meshgrid(*[torch.arange(s // 4) for s in d], indexing="ij"), -1)
         self.register_buffer("index64", idx64, persistent=False)
 
@@ -208,9 +217,9 @@ class Frustum3D(nn.Module):
         # reduce, then sample: sampling is linear, so this is reduce(sample(pixels)) at a fraction of the channels
         reduced = F.conv2d(pixels, self.reduce.weight[:, :, None, None])
 
-        def lift(index, factor):
+        def lift(index, factor, reduce=self.reduce, reduced=reduced):
             sampled = self.lifter(index, factor, reduced, depth)
-            return torch.cat([sampled[..., :-3] + self.reduce.bias, sampled[..., -3:]], -1)
+            return torch.cat([sampled[..., :-3] + reduce.bias, sampled[..., -3:]], -1)
 
         idx64 = self.index64.reshape(1, -1, 3).expand(b, -1, -1)
         lifted = lift(idx64, 4)                                               # B x 64^3 x (C+3)
@@ -252,11 +261,19 @@ class Frustum3D(nn.Module):
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
-        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
+        fine_context = None
+        if self.label_context is not None:
+            label_pixels = F.conv2d(pixels, self.label_reduce.weight[:, :, None, None])
+            context_in = torch.cat([lift(mid_index, 2, self.label_reduce, label_pixels), mid_out], -1)
+            context = self.label_context(mid_index, mid_valid, context_in)
+            # each 256^3 voxel takes its parent's: fine_index holds the 8 children of each of parents128 in turn
+            fine_context = torch.gather(context, 1, top2[..., None].expand(-1, -1, context.shape[-1]))
+            fine_context = fine_context.repeat_interleave(8, 1)
+        label = partial(self._label_rows, fine_index, fine_feat, fine_context, pixels, query_embed)
         geometry = (coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits)
         if label_all:  # static shapes for ONNX export
             semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
-                                                 query_embed)
+                                                 fine_context, query_embed)
             return Output3D(*geometry, semantic, query_logits, 0.0, label)
         if self.training:  # the losses label only the occupied voxels they read
             return Output3D(*geometry, None, None, 0.0, label)
@@ -268,18 +285,21 @@ class Frustum3D(nn.Module):
         semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
         return Output3D(*geometry, semantic, query_logits, self.label_above, label)
 
-    def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, query_embed: torch.Tensor):
-        """Semantic logits and query affinities of voxels (... x V) from their 3D features and 2D embeddings."""
-        head_in = torch.cat([feat, pixel], -1)
+    def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, context: torch.Tensor | None,
+               query_embed: torch.Tensor):
+        """Semantic logits and query affinities of voxels (... x V) from their 3D features, 2D embeddings and
+        label context (None without one)."""
+        head_in = torch.cat([feat, pixel] if context is None else [feat, pixel, context], -1)
         embed = pixel + self.embed(head_in)
         return self.semantic(head_in), embed @ query_embed.transpose(-1, -2)
 
-    def _label_rows(self, fine_index, fine_feat, pixels, query_embed, rows: torch.Tensor):
+    def _label_rows(self, fine_index, fine_feat, fine_context, pixels, query_embed, rows: torch.Tensor):
         semantic, query = [], []
         for i in range(rows.shape[0]):
             r = rows[i].nonzero()[:, 0]
             pixel = self.lifter.features_at(fine_index[i:i + 1, r], 1, pixels[i:i + 1])[0]
-            sem, aff = self._heads(fine_feat[i, r], pixel, query_embed[i])
+            context = None if fine_context is None else fine_context[i, r]
+            sem, aff = self._heads(fine_feat[i, r], pixel, context, query_embed[i])
             semantic.append(sem)
             query.append(aff)
         return torch.cat(semantic), torch.cat(query)

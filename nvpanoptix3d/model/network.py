@@ -22,6 +22,14 @@ class ModelOutput:
     out3d: Output3D | None
 
 
+@dataclass
+class StageLoad:
+    """Names of a checkpoint's stage tensors: copied as they are, widened (see load_stage), or left out."""
+    loaded: list[str]
+    skipped: list[str]
+    grown: list[str]
+
+
 def get_grid(cfg: ExperimentConfig) -> FrustumGrid:
     f3 = cfg.model.frustum3d
     width, height = cfg.dataset.target_size
@@ -86,19 +94,33 @@ class PanopticReconstruction(nn.Module):
     def stage_modules(self, stage: str) -> list[nn.Module]:
         return [getattr(self, prefix.rstrip(".")) for prefix in self.STAGE_PREFIXES[stage]]
 
-    def load_stage(self, state: dict, stage: str) -> tuple[list[str], list[str]]:
-        """Copy a stage's tensors that fit; returns (loaded, skipped) names."""
+    def load_stage(self, state: dict, stage: str) -> StageLoad:
+        """Copy a stage's tensors that fit. A Linear layer the model has widened (more hidden units, inputs appended
+        after the stored ones) takes the stored block and its new input columns start at zero, so a widened MLP
+        computes what the stored one did until it trains; its new hidden units start fresh."""
         own = self.state_dict()
         prefixes = self.STAGE_PREFIXES[stage]
-        loaded, skipped = [], []
+        result = StageLoad([], [], [])
         for name, value in state.items():
             name = name[len("model."):] if name.startswith("model.") else name
             if not name.startswith(prefixes):
                 continue
             if name in own and own[name].shape == value.shape:
                 own[name] = value
-                loaded.append(name)
+                result.loaded.append(name)
+            elif name in own and self._widened_linear(name, own[name], value):
+                grown = own[name].clone()
+                if value.dim() == 2:
+                    grown[:value.shape[0], value.shape[1]:] = 0
+                grown[tuple(slice(0, n) for n in value.shape)] = value
+                own[name] = grown
+                result.grown.append(name)
             else:
-                skipped.append(name)
+                result.skipped.append(name)
         self.load_state_dict(own)
-        return loaded, skipped
+        return result
+
+    def _widened_linear(self, name: str, own: torch.Tensor, stored: torch.Tensor) -> bool:
+        owner = self.get_submodule(name.rsplit(".", 1)[0])
+        return isinstance(owner, nn.Linear) and own.dim() == stored.dim() and \
+            all(o >= s for o, s in zip(own.shape, stored.shape))
