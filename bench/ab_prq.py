@@ -2,7 +2,7 @@
 interval for the difference (frames resampled with replacement, counts summed per class as PRQ sums them).
 
     python bench/ab_prq.py [--checkpoint A] [--set KEY=VALUE] [--checkpoint-b B] [--set-b KEY=VALUE]
-        [--frames 96] [--split val] [--samples 2000]
+        [--frames 96] [--first 0] [--split val] [--samples 2000] [--counts-out F.npz] [--pool F.npz ...]
 
 Why: PRQ over 96 frames moves by a few thousandths between halves of a split (bench/results/bench_val96_s11.txt),
 as much as most changes tried since session 9; a choice is worth making when the interval excludes zero.
@@ -42,18 +42,32 @@ if __name__ == "__main__":
     p.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE", help="B's spec overrides")
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--first", type=int, default=0, help="index of the first held-out frame (a fresh sample of "
+                   "frames after an earlier run's)")
+    p.add_argument("--counts-out", default=None, help="save the per-frame counts (.npz) for --pool")
+    p.add_argument("--pool", nargs="+", default=None, help="no model: the interval over the frames of earlier "
+                   "runs' --counts-out files together")
     args = p.parse_args()
+    if args.pool:
+        runs = [np.load(path) for path in args.pool]
+        a, b = np.concatenate([r["a"] for r in runs]), np.concatenate([r["b"] for r in runs])
+        diff, low, high = paired_interval(a, b, args.samples)
+        print(f"pooled {len(args.pool)} runs frames={len(a)} prq_a={quality_of_counts(a.sum(0)):.4f} "
+              f"prq_b={quality_of_counts(b.sum(0)):.4f} b_minus_a={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]")
+        raise SystemExit(0)
     module_a, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
     module_b, _, _ = load_checkpoint(args.checkpoint_b or args.checkpoint, args.split, tuple(args.set_b))
     counts = {"a": [], "b": []}
     with torch.no_grad():
-        for i in range(args.frames):
+        for i in range(args.first, args.first + args.frames):
             batch = collate([dataset[i]]).to(device)
             counts["a"].append(frame_counts(module_a, batch))
             counts["b"].append(frame_counts(module_b, batch))
     a, b = np.stack(counts["a"]), np.stack(counts["b"])
+    if args.counts_out:
+        np.savez(args.counts_out, a=a, b=b)
     diff, low, high = paired_interval(a, b, args.samples)
-    print(f"split={args.split} frames={args.frames} A: {args.checkpoint} {' '.join(args.set)}")
-    print(f"split={args.split} frames={args.frames} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")
+    print(f"split={args.split} frames={args.first}..{args.first + args.frames - 1} A: {args.checkpoint} {' '.join(args.set)}")
+    print(f"split={args.split} frames={args.first}..{args.first + args.frames - 1} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")
     print(f"prq_a={quality_of_counts(a.sum(0)):.4f} prq_b={quality_of_counts(b.sum(0)):.4f} "
           f"b_minus_a={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]")

@@ -233,12 +233,11 @@ def test_metric_state_of_shards_sums_to_the_whole_set():
     assert got["prq_per_class"] == whole["prq_per_class"]
 
 
-def test_quality_of_summed_frame_counts_is_the_accumulators_prq():
-    """The bootstrap's arithmetic (bench/ab_prq.py): per-frame counts, summed, give the set's PRQ. Frame 1: a chair
-    split in two (IoU 0.6 and 0.4: TP 0.6 + FP) and the floor found exactly; frame 2: the chair missed (FN) and a
-    table predicted where none is (FP)."""
+def _two_frame_counts():
+    """Frame 1: a chair split in two (IoU 0.6 and 0.4: TP 0.6 + FP) and the floor found exactly; frame 2: the chair
+    missed (FN) and a table predicted where none is (FP). Returns their PRQ counts and (truth, prediction) pairs."""
     from nvpanoptix3d.labels import NUM_CLASSES
-    from nvpanoptix3d.metrics import class_counts, quality_of_counts
+    from nvpanoptix3d.metrics import class_counts
     gt1, pr1 = vol(), vol()
     put(gt1, slice(0, 10), CHAIR, 1), put(pr1, slice(0, 6), CHAIR, 1), put(pr1, slice(6, 10), CHAIR, 2)
     put(gt1, slice(10, 20), FLOOR), put(pr1, slice(10, 20), FLOOR)
@@ -250,8 +249,34 @@ def test_quality_of_summed_frame_counts_is_the_accumulators_prq():
         acc.add(gt[0], gt[1], pred[0], pred[1])
         frames.append(class_counts(acc.scores, NUM_CLASSES))
     counts = np.stack(frames)
+    return counts, (gt1, pr1), (gt2, pr2)
+
+
+def test_quality_of_summed_frame_counts_is_the_accumulators_prq():
+    """The bootstrap's arithmetic (bench/ab_prq.py): per-frame counts, summed, give the set's PRQ
+    (_two_frame_counts' frames)."""
+    from nvpanoptix3d.metrics import quality_of_counts
+    counts, (gt1, pr1), (gt2, pr2) = _two_frame_counts()
     assert counts[:, CHAIR].tolist() == [[1, 1, 0, 0.6], [0, 0, 1, 0.0]]
     # chair 0.6 / (1 + 0.5 + 0.5) = 0.3, floor 1.0; the table has no ground truth: not a class of the mean
     assert quality_of_counts(counts.sum(0)) == pytest.approx((0.3 + 1.0) / 2)
     assert quality_of_counts(counts.sum(0)) == pytest.approx(prq((gt1, pr1), (gt2, pr2)).quality)
     assert quality_of_counts(counts[[0, 0]].sum(0)) == pytest.approx(prq((gt1, pr1), (gt1, pr1)).quality)
+
+
+def test_ab_prq_pools_the_frames_of_earlier_runs(tmp_path):
+    """bench/ab_prq.py --pool: two runs' saved counts judged as one sample of their frames together. A saw both
+    frames above, B saw frame 1 twice (B's PRQ is frame 1's alone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from nvpanoptix3d.metrics import quality_of_counts
+    counts = _two_frame_counts()[0]
+    np.savez(tmp_path / "run1.npz", a=counts[:1], b=counts[:1])
+    np.savez(tmp_path / "run2.npz", a=counts[1:], b=counts[:1])
+    script = Path(__file__).resolve().parents[1] / "bench" / "ab_prq.py"
+    done = subprocess.run([sys.executable, str(script), "--pool", str(tmp_path / "run1.npz"),
+                           str(tmp_path / "run2.npz"), "--samples", "200"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    want_a, want_b = quality_of_counts(counts.sum(0)), quality_of_counts(counts[[0, 0]].sum(0))
+    assert f"frames=2 prq_a={want_a:.4f} prq_b={want_b:.4f} b_minus_a={want_b - want_a:+.4f}" in done.stdout
