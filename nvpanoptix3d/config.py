@@ -124,9 +124,11 @@ class Frustum3DConfig:
     # 0.229, bench/results/gpu_train_status_s8_run{1,2}_3d_context_discarded.json): off by default
     context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the neighbourhood of the 128^3 "
                                 "candidate voxels; 0: per-voxel MLPs only.", minimum=0, maximum=4)
-    # session 22: a voxel behind a visible surface reads the occluder's pixel embedding, so its labels need what
-    # its neighbours see; the label heads were 64 units wide for 288 inputs. Both grow a trained 3D stage in place
-    # (network.load_stage): it predicts as before until they train
+    # session 22: a voxel behind a visible surface reads the occluder's pixel embedding (occupied voxels over 8
+    # voxels behind the lifted depth: 28% of the voxels, 56% of the class errors; bench/label_visibility.py), so its
+    # labels need what its neighbours see. Both options grow a trained 3D stage in place (network.load_stage). 4
+    # layers and 128 units on the shipped stage, 14 minutes on one H200: +0.0025 PRQ on 600 validation frames
+    # (interval -0.0000 to +0.0051) for +76% CPU time per frame (bench/results/bench_label_context_s22.txt): off
     label_context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the 128^3 candidate voxels "
                                       "whose output joins the 256^3 voxels' label heads (semantic class and "
                                       "query embedding); 0: each voxel labelled from itself, its parent and its "

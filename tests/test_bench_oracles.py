@@ -1,5 +1,5 @@
-"""The oracles bench/visible_oracle.py and bench/label_oracle.py decompose PRQ with: on a tiny frustum whose answers
-are known (a wall 3 m away, a box hidden behind it)."""
+"""The oracles bench/visible_oracle.py and bench/label_oracle.py decompose PRQ with, and bench/label_visibility.py's
+split of the 3D labels' errors: on a tiny frustum whose answers are known (a wall 3 m away, a box hidden behind it)."""
 import sys
 from pathlib import Path
 
@@ -9,9 +9,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from label_oracle import majority_class_per_group, nearest_truth_labels  # noqa: E402
+from label_visibility import counts_by_group, voxels_behind  # noqa: E402
 from visible_oracle import lift_pixels, visible_voxels  # noqa: E402
 
 from nvpanoptix3d.geometry import FrustumGrid, Intrinsics  # noqa: E402
+from nvpanoptix3d.model.frustum3d import Lifter  # noqa: E402
 
 WALL, BOX = 1, 5
 
@@ -84,3 +86,18 @@ def test_grouping_by_true_segment_gives_each_group_its_majority_predicted_class(
     semantic, group = majority_class_per_group(true_semantic, true_instance, predicted)
     assert semantic.tolist() == [BOX, BOX, BOX, BOX, WALL, WALL, WALL]
     assert len(set(group[:3].tolist())) == 1 and len(set(group.tolist())) == 3 and (group > 0).all()
+
+
+def test_label_errors_split_by_how_far_behind_the_depth_a_voxel_lies(grid):
+    """A wall at 3 m: its voxels are visible, a box 0.6 m (3 voxels of 0.2 m) behind it is near, one 2 m behind
+    occluded; the box behind is called wall in one of its two voxels, the far box in both."""
+    depth = torch.full((1, 30, 40), 3.0)
+    wall = voxels_where(grid, lambda p: ((p[:, 2] - 3.0).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
+    near = voxels_where(grid, lambda p: ((p[:, 2] - 3.6).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
+    far = voxels_where(grid, lambda p: ((p[:, 2] - 5.0).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
+    behind = voxels_behind(Lifter(grid), depth, torch.cat([wall[:1], near[:2], far[:2]]))
+    assert behind[0].abs() < 0.6 and (behind[1:3] - 3).abs().max() < 0.6 and (behind[3:] - 10).abs().max() < 0.6
+    true = torch.tensor([WALL, BOX, BOX, BOX, BOX])
+    predicted = torch.tensor([WALL, BOX, WALL, WALL, WALL])
+    voxels, right = counts_by_group(behind, predicted, true)
+    assert voxels.tolist() == [1, 2, 2] and right.tolist() == [1, 1, 0]
