@@ -67,7 +67,8 @@ if __name__ == "__main__":
     if args.counts_out:
         np.savez(args.counts_out, a=a, b=b)
     diff, low, high = paired_interval(a, b, args.samples)
-    print(f"split={args.split} frames={args.first}..{args.first + args.frames - 1} A: {args.checkpoint} {' '.join(args.set)}")
-    print(f"split={args.split} frames={args.first}..{args.first + args.frames - 1} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")
+    frames = f"split={args.split} frames={args.first}..{args.first + args.frames - 1}"
+    print(f"{frames} A: {args.checkpoint} {' '.join(args.set)}")
+    print(f"{frames} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")
     print(f"prq_a={quality_of_counts(a.sum(0)):.4f} prq_b={quality_of_counts(b.sum(0)):.4f} "
           f"b_minus_a={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]")

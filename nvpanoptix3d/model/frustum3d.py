@@ -117,7 +117,8 @@ class VoxelContext(nn.Module):
     1, 2, 4..., read back at the candidates. Added to the features it reads (out_features None), its output starts at
     zero, so context added to a trained stage starts from that stage's predictions."""
 
-    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int, out_features: int | None = None):
+    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int,
+                 out_features: int | None = None):
         super().__init__()
         inside = mask.nonzero()
         low, high = inside.min(0).values, inside.max(0).values + 1
