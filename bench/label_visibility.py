@@ -19,14 +19,6 @@ GROUPS = ("visible", "near", "occluded")
 BOUNDS = (2.0, 8.0)  # voxels behind the surface: visible up to 2, near up to 8, occluded beyond
 
 
-def voxels_behind(lifter, depth: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Voxels (N x 3) of the 256^3 level, depth (1 x h x w, metres) -> how many voxels each lies behind the depth at
-    its projection (negative: in front of it)."""
-    grid, z = lifter.project(index[None], 1)
-    at = lifter._sample(depth[:, None], grid)[0, :, 0]
-    return (z[0] - at) / lifter.grid.voxel_size
-
-
 def counts_by_group(behind: torch.Tensor, predicted: torch.Tensor,
                     true: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Voxels and correctly classed voxels in each of GROUPS."""
@@ -47,7 +39,8 @@ if __name__ == "__main__":
             p3 = panoptic_3d(out.out2d, out.out3d, 0, module.cfg)
             true_semantic, _ = nearest_truth_labels(p3.index, batch.occupied[0], batch.semantic3d[0],
                                                     batch.instance3d[0], dims)
-            behind = voxels_behind(module.model.stage3d.lifter, module.model.lifting_depth(out.out2d), p3.index)
+            lifter = module.model.stage3d.lifter
+            behind = lifter.behind_depth(p3.index[None], 1, module.model.lifting_depth(out.out2d))[1][0]
             frame_voxels, frame_right = counts_by_group(behind, p3.semantic, true_semantic)
             voxels, right = voxels + frame_voxels, right + frame_right
     errors = voxels - right

@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from label_oracle import majority_class_per_group, nearest_truth_labels  # noqa: E402
-from label_visibility import counts_by_group, voxels_behind  # noqa: E402
+from label_visibility import counts_by_group  # noqa: E402
 from visible_oracle import lift_pixels, visible_voxels  # noqa: E402
 
 from nvpanoptix3d.geometry import FrustumGrid, Intrinsics  # noqa: E402
@@ -95,7 +95,7 @@ def test_label_errors_split_by_how_far_behind_the_depth_a_voxel_lies(grid):
     wall = voxels_where(grid, lambda p: ((p[:, 2] - 3.0).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
     near = voxels_where(grid, lambda p: ((p[:, 2] - 3.6).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
     far = voxels_where(grid, lambda p: ((p[:, 2] - 5.0).abs() < 0.1) & (p[:, 0].abs() < 0.3) & (p[:, 1].abs() < 0.3))
-    behind = voxels_behind(Lifter(grid), depth, torch.cat([wall[:1], near[:2], far[:2]]))
+    behind = Lifter(grid).behind_depth(torch.cat([wall[:1], near[:2], far[:2]])[None], 1, depth)[1][0]
     assert behind[0].abs() < 0.6 and (behind[1:3] - 3).abs().max() < 0.6 and (behind[3:] - 10).abs().max() < 0.6
     true = torch.tensor([WALL, BOX, BOX, BOX, BOX])
     predicted = torch.tensor([WALL, BOX, WALL, WALL, WALL])

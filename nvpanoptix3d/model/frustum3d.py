@@ -73,12 +73,18 @@ class Lifter(nn.Module):
         """index B x V x 3, features B x C x h x w -> B x V x C."""
         return self._sample(features, self.project(index, factor)[0])
 
+    def behind_depth(self, index: torch.Tensor, factor: int, depth: torch.Tensor):
+        """index B x V x 3, depth B x h x w -> grid_sample positions and how many of the level's voxels each lies
+        behind the depth at its projection (B x V; negative: in front of it)."""
+        grid, z = self.project(index, factor)
+        d = self._sample(depth[:, None], grid)[..., 0]
+        return grid, (z - d) / (self.grid.voxel_size * factor)
+
     def forward(self, index: torch.Tensor, factor: int, features: torch.Tensor, depth: torch.Tensor):
         """index B x V x 3, features B x C x h x w, depth B x h x w -> B x V x (C + 3)."""
-        grid, z = self.project(index, factor)
-        d = self._sample(depth[:, None], grid)[..., 0]                                      # B x V
+        grid, behind = self.behind_depth(index, factor, depth)
         inside = (grid.abs() <= 1).all(-1)[..., 0].float()
-        sdf = ((z - d) / (self.grid.voxel_size * factor)).clamp(-4, 4) / 4
+        sdf = behind.clamp(-4, 4) / 4
         cues = torch.stack([sdf * inside, sdf.abs() * inside, inside], -1)
         return torch.cat([self._sample(features, grid), cues], -1)
 
