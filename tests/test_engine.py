@@ -586,6 +586,29 @@ def test_image_scale_loss_hand_computed():
     assert float(depth_loss(gt * 1.5, gt, 0.0, 1.0)) > float(depth_loss(gt * 1.5, gt, 0.0, 0.0))
 
 
+def test_segment_balanced_depth_loss_hand_computed():
+    """model.depth_head.segment_balance: at 1 a two-pixel chair weighs what a six-pixel wall does, at 0 each pixel
+    alike; void pixels form one segment; the weights are normalised, so a uniform error costs the same."""
+    from nvpanoptix3d.model.losses import depth_loss, segment_balance_weight
+    semantic = torch.tensor([[[1, 1, 9, 9], [9, 9, 9, 9]]])        # a chair (class 1, instance 4) and a wall (9)
+    instance = torch.tensor([[[4, 4, 0, 0], [0, 0, 0, 0]]])
+    gt = torch.full((1, 2, 4), 2.0)
+    pred = gt.clone()
+    pred[0, 0, 0] = 2.0 * math.e ** 0.3                         # one chair pixel off by 0.3 in log depth
+    w1 = segment_balance_weight(semantic, instance, 1.0)
+    assert torch.allclose(w1, torch.tensor([[[1 / 2, 1 / 2, 1 / 6, 1 / 6], [1 / 6] * 4]]))
+    assert torch.equal(segment_balance_weight(semantic, instance, 0.0), torch.ones(1, 2, 4))
+    plain, balanced = float(depth_loss(pred, gt)), float(depth_loss(pred, gt, pixel_weight=w1))
+    variance = 0.5 * torch.tensor([0.3] + [0.0] * 7).var(unbiased=False).item()
+    assert math.isclose(plain, 0.3 / 8 + variance, rel_tol=1e-5)
+    # normalised weights: chair pixels 0.5 / mean(1/6 ...) -> 0.5 / (2/8) = 2, so the pixel costs 2 x 0.3 / 8
+    assert math.isclose(balanced, 2 * 0.3 / 8 + variance, rel_tol=1e-5)
+    assert math.isclose(float(depth_loss(gt * 1.1, gt, pixel_weight=w1)), float(depth_loss(gt * 1.1, gt)),
+                        rel_tol=1e-5)
+    void = segment_balance_weight(torch.tensor([[[0, 0, 9, 9]]]), torch.zeros(1, 1, 4, dtype=torch.long), 1.0)
+    assert torch.allclose(void, torch.full((1, 1, 4), 0.5))
+
+
 def test_absolute_depth_term_hand_computed():
     """model.depth_head.absolute_weight: the mean error in metres over pixels with truth, so the same 10% costs a
     wall at 5 m five times what it costs a chair at 1 m, where the log terms charge both alike."""

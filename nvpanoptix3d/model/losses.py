@@ -54,15 +54,22 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
 
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
                scale_weight: float = 0.0, absolute_weight: float = 0.0,
-               upsample: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """pred B x h x w against gt B x H x W (0: no truth); `upsample` takes pred to gt's size (default bilinear)."""
+               upsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """pred B x h x w against gt B x H x W (0: no truth); `upsample` takes pred to gt's size (default bilinear);
+    pixel_weight (B x H x W) weighs the pixels of the log and metre L1 terms (None: alike)."""
     pred = upsample(pred.float()).float() if upsample is not None else \
         F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
+    weight = None
+    if pixel_weight is not None:
+        weight = pixel_weight[valid].float()
+        weight = weight / weight.mean().clamp(min=1e-12)
+    mean = (lambda x: x.mean()) if weight is None else (lambda x: (x * weight).mean())  # noqa: E731
     diff = torch.log(pred[valid]) - torch.log(gt[valid])
-    loss = diff.abs().mean() + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
+    loss = mean(diff.abs()) + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
     if gradient_weight or scale_weight:
         log_ratio = torch.where(valid, torch.log(pred) - torch.log(gt.clamp(min=1e-3)), 0.0)
     if gradient_weight:
@@ -72,8 +79,17 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
     if absolute_weight:
         # metres, not ratios: the voxel grid (and PRQ's tolerance of about 5 cm) sees a far wall's 3% as 15 cm and
         # a near chair's as 4; the log terms weigh the two alike
-        loss = loss + absolute_weight * (pred[valid] - gt[valid]).abs().mean()
+        loss = loss + absolute_weight * mean((pred[valid] - gt[valid]).abs())
     return loss
+
+
+def segment_balance_weight(semantic: torch.Tensor, instance: torch.Tensor, power: float) -> torch.Tensor:
+    """B x H x W labels -> each pixel's (1 / area of its 2D segment)^power; void pixels form one segment per image."""
+    b = semantic.shape[0]
+    key = segment_key(semantic, instance) + 1                      # void: 0
+    image = torch.arange(b, device=key.device).view(b, 1, 1)
+    _, inverse, counts = ((image << IMAGE_SHIFT) + key).flatten().unique(return_inverse=True, return_counts=True)
+    return counts[inverse].view_as(key).float().pow(-power)
 
 
 def image_scale_loss(log_ratio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -203,8 +219,11 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
             upsampler = SegmentDepthUpsampler(tuple(batch.depths.shape[-2:]))
             upsample = partial(upsampler.upsample, class_logits=o.class_logits.detach(),
                                mask_logits=o.mask_logits.detach())
+        balance = None
+        if head.segment_balance and batch.has_2d_truth:
+            balance = segment_balance_weight(batch.semantic2d, batch.instance2d, head.segment_balance)
         losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight,
-                                                   head.absolute_weight, upsample)
+                                                   head.absolute_weight, upsample, balance)
     return losses
 
 
