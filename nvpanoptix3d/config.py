@@ -140,6 +140,10 @@ class Frustum3DConfig:
                                       "pixel.", minimum=0, maximum=4)
     label_hidden: int = param(0, "Hidden units of the 3D label heads; 0: 4 x feature_dim.", minimum=0,
                               maximum=1024)
+    occluded_label_weight: float = param(1.0, "Weight of the 3D semantic and instance losses at occupied voxels "
+                                         "at least 4 voxels behind the lifted depth (hidden behind what the camera "
+                                         "sees), against 1 at the others; 1: every voxel alike.", minimum=0.0,
+                                         maximum=100.0)
     gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "

@@ -364,6 +364,41 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path, overrides):
         assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name
 
 
+def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
+    """model.frustum3d.occluded_label_weight: training marks the candidates at least 4 voxels behind the lifted depth
+    (as Lifter.behind_depth measures it), and their semantic cross-entropy weighs W against 1 in the mean."""
+    from types import SimpleNamespace
+
+    from torch.nn import functional as F
+
+    from nvpanoptix3d.model.losses import _label_losses, occupancy_grids
+    cfg = load_config(str(_spec_file(tmp_path, [])), [f"results_dir={tmp_path / 'r'}"])
+    torch.manual_seed(0)
+    module = PanopticModule(cfg).train()
+    batch = collate([get_dataset(cfg.dataset, "train")[0]])
+    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions))
+    out = module.model(batch.images, g64, g128)
+    stage = module.model.stage3d
+    grid, behind = stage.lifter.behind_depth(out.out3d.fine_index, 1, module.model.lifting_depth(out.out2d))
+    in_image = (grid.abs() <= 1).all(-1)[..., 0]
+    hidden = out.out3d.fine_hidden
+    assert hidden.any() and (~hidden).any()
+    clear = (behind - 4).abs() > 1e-3                                  # away from float rounding at the border
+    assert torch.equal(hidden[clear], (in_image & (behind >= 4))[clear])
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    occ = torch.tensor([[True, True, True, False]])
+    sem = torch.tensor([[0, 0, 2, 1]])
+    o = SimpleNamespace(fine_logits=torch.zeros(1, 4), fine_hidden=torch.tensor([[False, True, False, True]]),
+                        label=lambda rows: (logits, torch.zeros(3, 1)))
+    none = SimpleNamespace(query=torch.zeros(0, dtype=torch.long))
+    ce = F.cross_entropy(logits, torch.tensor([0, 0, 2]), reduction="none")
+    plain, _ = _label_losses(o, occ, sem, sem, none)
+    weighted, _ = _label_losses(o, occ, sem, sem, none, hidden_weight=3.0)
+    assert math.isclose(float(plain), float(ce.mean()), rel_tol=1e-6)
+    assert math.isclose(float(weighted), float((ce[0] + 3 * ce[1] + ce[2]) / 5), rel_tol=1e-6)
+
+
 def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
     """The eleven decoder layers' set losses run as one stacked pass: each layer's terms must be what that layer
     alone gives, and the class term torch's weighted cross-entropy mean."""

@@ -36,6 +36,7 @@ class Output3D:
     labelled_above: float
     # rows (B x K2 bool) -> (semantic, affinities) of those voxels (R x num_classes, R x N, in rows.nonzero() order)
     label: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    fine_hidden: torch.Tensor | None = None  # B x K2 bool: at least 4 voxels behind the lifted depth (training)
 
 
 class Lifter(nn.Module):
@@ -263,8 +264,8 @@ class Frustum3D(nn.Module):
         parent_feat = torch.gather(mid_feat, 1, top2[..., None].expand(-1, -1, mid_feat.shape[-1]))
         fine_index = self._children(parents128)
         fine_valid = self.mask256[fine_index[..., 0], fine_index[..., 1], fine_index[..., 2]]
-        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(fine_index, 1),
-                             self._child_position(fine_index)], -1)
+        fine_lifted = lift(fine_index, 1)
+        fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), fine_lifted, self._child_position(fine_index)], -1)
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
@@ -283,7 +284,8 @@ class Frustum3D(nn.Module):
                                                  fine_context, query_embed)
             return Output3D(*geometry, semantic, query_logits, 0.0, label)
         if self.training:  # the losses label only the occupied voxels they read
-            return Output3D(*geometry, None, None, 0.0, label)
+            # the lifting cue sdf * inside is clamped at 4 voxels behind the depth: 1 there
+            return Output3D(*geometry, None, None, 0.0, label, fine_hidden=fine_lifted[..., -3] >= 1.0)
         # the label heads over every candidate would cost more than the rest of the stage; most are free space
         occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
         rows_semantic, rows_query = label(occupied)

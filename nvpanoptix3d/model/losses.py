@@ -165,13 +165,21 @@ def _weighted_bce(logits, target, valid, surface_weight):
     return loss / w.sum().clamp(min=1.0)
 
 
-def _label_losses(o, occ, sem, inst, matches: Matches) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled."""
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weight is None else (values * weight).sum() / weight.sum()
+
+
+def _label_losses(o, occ, sem, inst, matches: Matches, hidden_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled; voxels
+    hidden behind the lifted depth (o.fine_hidden) weigh hidden_weight against 1."""
     zero = o.fine_logits.sum() * 0
     if not occ.any():
         return zero, zero
+    weight = None
+    if hidden_weight != 1.0 and o.fine_hidden is not None:
+        weight = torch.where(o.fine_hidden[occ], hidden_weight, 1.0)
     semantic_logits, query_logits = o.label(occ)
-    sem_loss = F.cross_entropy(semantic_logits.float(), sem[occ])
+    sem_loss = _weighted_mean(F.cross_entropy(semantic_logits.float(), sem[occ], reduction="none"), weight)
     if not len(matches.query):
         return sem_loss, zero
     # each occupied voxel's segment -> the query matched to that segment in its image
@@ -185,7 +193,8 @@ def _label_losses(o, occ, sem, inst, matches: Matches) -> tuple[torch.Tensor, to
     hit = occ & (table[pos] == vkey)
     if not hit.any():
         return sem_loss, zero
-    return sem_loss, F.cross_entropy(query_logits[hit[occ]].float(), query[pos[hit]])
+    inst_loss = F.cross_entropy(query_logits[hit[occ]].float(), query[pos[hit]], reduction="none")
+    return sem_loss, _weighted_mean(inst_loss, None if weight is None else weight[hit[occ]])
 
 
 def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128) -> dict:
@@ -200,7 +209,7 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ, sem, inst = fine_truth(o, batch, side)
     loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
-    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches)
+    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, f3.occluded_label_weight)
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
