@@ -52,6 +52,10 @@ def match(out: ModelOutput, batch: Batch, cfg: ExperimentConfig) -> Matches:
                            (mf.class_weight, mf.mask_weight, mf.dice_weight))
 
 
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weight is None else (values * weight).sum() / weight.sum()
+
+
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
                scale_weight: float = 0.0, absolute_weight: float = 0.0,
                upsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -63,13 +67,9 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
-    weight = None
-    if pixel_weight is not None:
-        weight = pixel_weight[valid].float()
-        weight = weight / weight.mean().clamp(min=1e-12)
-    mean = (lambda x: x.mean()) if weight is None else (lambda x: (x * weight).mean())  # noqa: E731
+    weight = None if pixel_weight is None else pixel_weight[valid].float()
     diff = torch.log(pred[valid]) - torch.log(gt[valid])
-    loss = mean(diff.abs()) + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
+    loss = _weighted_mean(diff.abs(), weight) + 0.5 * (diff.var(unbiased=False) if diff.numel() > 1 else 0.0)
     if gradient_weight or scale_weight:
         log_ratio = torch.where(valid, torch.log(pred) - torch.log(gt.clamp(min=1e-3)), 0.0)
     if gradient_weight:
@@ -79,7 +79,7 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
     if absolute_weight:
         # metres, not ratios: the voxel grid (and PRQ's tolerance of about 5 cm) sees a far wall's 3% as 15 cm and
         # a near chair's as 4; the log terms weigh the two alike
-        loss = loss + absolute_weight * mean((pred[valid] - gt[valid]).abs())
+        loss = loss + absolute_weight * _weighted_mean((pred[valid] - gt[valid]).abs(), weight)
     return loss
 
 
@@ -163,10 +163,6 @@ def _weighted_bce(logits, target, valid, surface_weight):
     w = valid.float() * (1.0 + surface_weight * target.float())
     loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w, reduction="sum")
     return loss / w.sum().clamp(min=1.0)
-
-
-def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    return values.mean() if weight is None else (values * weight).sum() / weight.sum()
 
 
 def _label_losses(o, occ, sem, inst, matches: Matches, hidden_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
