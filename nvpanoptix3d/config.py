@@ -79,7 +79,8 @@ class DepthHeadConfig:
                                    "voxel grid sees them; the other terms are in log depth).", minimum=0.0,
                                    maximum=100.0)
     # session 23: PRQ counts segments, and a chair covers a hundredth of the pixels a wall does; the pixel-wise
-    # terms let the walls decide the depth head's training (things' mean signed error: lamps +34%, chairs +14%)
+    # terms let the walls decide the depth head's training (session 15's weights, 24 test frames: lamps' mean
+    # signed error +40%, AbsRel 0.42; chairs' 0.22, walls' 0.063; bench/depth_by_class.py)
     segment_balance: float = param(0.0, "Exponent p of the depth loss's per-segment weighting: each pixel's log and "
                                    "metre terms weigh (1 / area of its 2D segment)^p, normalised to a mean of 1; 0: "
                                    "every pixel alike, 1: every segment alike.", minimum=0.0, maximum=1.0)
