@@ -145,6 +145,12 @@ class Frustum3DConfig:
                                          "at least 4 voxels behind the lifted depth (hidden behind what the camera "
                                          "sees), against 1 at the others; 1: every voxel alike.", minimum=0.0,
                                          maximum=100.0)
+    # session 24: the depth loss's per-segment weights gained twice (sessions 23, 24); the 3D losses still let walls
+    # and floors, most of the occupied voxels, decide
+    segment_balance: float = param(0.0, "Exponent p of the 3D losses' per-segment weighting: each truly occupied "
+                                   "256^3 candidate's occupancy and label terms weigh (1 / voxels of its true 3D "
+                                   "segment)^p, normalised to a mean of 1 over them; free candidates weigh 1. 0: "
+                                   "every voxel alike, 1: every segment alike.", minimum=0.0, maximum=1.0)
     gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "

@@ -371,7 +371,7 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
 
     from torch.nn import functional as F
 
-    from nvpanoptix3d.model.losses import _label_losses, occupancy_grids
+    from nvpanoptix3d.model.losses import _label_losses, occupancy_grids, voxel_weights
     cfg = load_config(str(_spec_file(tmp_path, [])), [f"results_dir={tmp_path / 'r'}"])
     torch.manual_seed(0)
     module = PanopticModule(cfg).train()
@@ -385,6 +385,15 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     assert hidden.any() and (~hidden).any()
     clear = (behind - 4).abs() > 1e-3                                  # away from float rounding at the border
     assert torch.equal(hidden[clear], (in_image & (behind >= 4))[clear])
+    # on the real batch both weightings leave the free voxels' terms and change the occupied ones'
+    from nvpanoptix3d.model.losses import compute_losses
+    plain = compute_losses(out, batch, cfg, g64, g128)
+    f3 = dataclasses.replace(cfg.model.frustum3d, segment_balance=0.5, occluded_label_weight=3.0)
+    both = compute_losses(out, batch, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=f3)),
+                          g64, g128)
+    assert plain["occ64"] == both["occ64"] and plain["occ128"] == both["occ128"]
+    for key in ("occ256", "sem3d", "inst3d"):
+        assert torch.isfinite(both[key]) and not math.isclose(float(plain[key]), float(both[key]), rel_tol=1e-4), key
 
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     occ = torch.tensor([[True, True, True, False]])
@@ -394,9 +403,60 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     none = SimpleNamespace(query=torch.zeros(0, dtype=torch.long))
     ce = F.cross_entropy(logits, torch.tensor([0, 0, 2]), reduction="none")
     plain, _ = _label_losses(o, occ, sem, sem, none)
-    weighted, _ = _label_losses(o, occ, sem, sem, none, hidden_weight=3.0)
+    f3 = dataclasses.replace(cfg.model.frustum3d, occluded_label_weight=3.0)
+    occupancy_weight, label_weight = voxel_weights(o, None, occ, sem, sem, f3)
+    assert occupancy_weight is None                                   # the hidden weight is the labels' alone
+    weighted, _ = _label_losses(o, occ, sem, sem, none, label_weight)
     assert math.isclose(float(plain), float(ce.mean()), rel_tol=1e-6)
     assert math.isclose(float(weighted), float((ce[0] + 3 * ce[1] + ce[2]) / 5), rel_tol=1e-6)
+
+
+def test_segment_balanced_3d_losses_hand_computed():
+    """model.frustum3d.segment_balance: a truly occupied candidate weighs (1 / voxels of its true 3D segment)^p,
+    counted over the whole truth, normalised to a mean of 1 over the occupied candidates; free candidates weigh 1.
+    Image 0's truth: 6 wall voxels and a 2-voxel chair; image 1's: a 4-voxel chair whose instance id is the first
+    chair's (segments are per image)."""
+    from types import SimpleNamespace
+
+    from torch.nn import functional as F
+
+    from nvpanoptix3d.labels import WALL
+    from nvpanoptix3d.model.losses import _label_losses, _weighted_bce, segment_balance_3d, voxel_weights
+    chair = 3
+    batch = SimpleNamespace(occupied=[torch.zeros(8, 3, dtype=torch.long), torch.zeros(4, 3, dtype=torch.long)],
+                            semantic3d=[torch.tensor([WALL] * 6 + [chair] * 2), torch.tensor([chair] * 4)],
+                            instance3d=[torch.tensor([0] * 6 + [1] * 2), torch.tensor([1] * 4)])
+    # candidates: image 0 sees 3 wall voxels, 1 chair voxel and a free one; image 1 2 chair voxels and 3 free ones
+    occ = torch.tensor([[True, True, True, True, False], [True, True, False, False, False]])
+    sem = torch.tensor([[WALL, WALL, WALL, chair, 0], [chair, chair, 0, 0, 0]])
+    inst = torch.tensor([[0, 0, 0, 1, 0], [1, 1, 0, 0, 0]])
+    weight = segment_balance_3d(batch, occ, sem, inst, 1.0)
+    raw = torch.tensor([1 / 6, 1 / 6, 1 / 6, 1 / 2, 1 / 4, 1 / 4])  # the occupied candidates, in order
+    expected = torch.ones(2, 5)
+    expected[occ] = raw * 6 / raw.sum()
+    assert torch.allclose(weight, expected)
+    assert math.isclose(float(weight[occ].mean()), 1.0, rel_tol=1e-6)
+    assert float(weight[0, 3] / weight[0, 0]) == pytest.approx(3.0)    # the chair against the wall: 6 / 2
+    assert torch.equal(segment_balance_3d(batch, occ, sem, inst, 0.0), torch.ones(2, 5))
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, -2.0, 1.0], [0.3, -0.7, 1.5, -1.0, 0.0]])
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    per_voxel = F.binary_cross_entropy_with_logits(logits, occ.float(), reduction="none")
+    assert math.isclose(float(_weighted_bce(logits, occ, valid, 0.0, weight)),
+                        float((per_voxel * weight).sum() / weight.sum()), rel_tol=1e-6)
+
+    class_logits = torch.linspace(-2, 2, 6 * 13).view(6, 13)
+    o = SimpleNamespace(fine_logits=logits, fine_hidden=torch.tensor([[False, True, False, False, False]] * 2),
+                        label=lambda rows: (class_logits, torch.zeros(6, 1)))
+    f3 = SimpleNamespace(segment_balance=1.0, occluded_label_weight=2.0)
+    occupancy_weight, label_weight = voxel_weights(o, batch, occ, sem, inst, f3)
+    assert torch.equal(occupancy_weight, weight)
+    assert torch.allclose(label_weight, weight * torch.where(o.fine_hidden, 2.0, 1.0))
+    sem_loss, _ = _label_losses(o, occ, sem, inst, SimpleNamespace(query=torch.zeros(0)), label_weight)
+    ce = F.cross_entropy(class_logits, sem[occ], reduction="none")
+    w = label_weight[occ]                                              # the hidden wall voxel: 2 x its share
+    assert math.isclose(float(sem_loss), float((ce * w).sum() / w.sum()), rel_tol=1e-6)
+    assert not math.isclose(float(sem_loss), float(ce.mean()), rel_tol=1e-3)
 
 
 def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):

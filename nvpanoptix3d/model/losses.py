@@ -85,11 +85,15 @@ def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.
 
 def segment_balance_weight(semantic: torch.Tensor, instance: torch.Tensor, power: float) -> torch.Tensor:
     """B x H x W labels -> each pixel's (1 / area of its 2D segment)^power; void pixels form one segment per image."""
-    b = semantic.shape[0]
-    key = segment_key(semantic, instance) + 1                      # void: 0
-    image = torch.arange(b, device=key.device).view(b, 1, 1)
-    _, inverse, counts = ((image << IMAGE_SHIFT) + key).flatten().unique(return_inverse=True, return_counts=True)
+    image = torch.arange(semantic.shape[0], device=semantic.device).view(-1, 1, 1)
+    key = _image_segment_key(image, semantic, instance)
+    _, inverse, counts = key.flatten().unique(return_inverse=True, return_counts=True)
     return counts[inverse].view_as(key).float().pow(-power)
+
+
+def _image_segment_key(image: torch.Tensor, semantic: torch.Tensor, instance: torch.Tensor) -> torch.Tensor:
+    """One key per (image, segment), void / ignore included as one segment per image."""
+    return (image << IMAGE_SHIFT) + segment_key(semantic, instance) + 1
 
 
 def image_scale_loss(log_ratio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -159,21 +163,22 @@ def fine_truth(out3d, batch: Batch, side: int):
     return found, torch.where(found, sem[pos], 0), torch.where(found, inst[pos], 0)
 
 
-def _weighted_bce(logits, target, valid, surface_weight):
+def _weighted_bce(logits, target, valid, surface_weight, voxel_weight=None):
     w = valid.float() * (1.0 + surface_weight * target.float())
+    if voxel_weight is not None:
+        w = w * voxel_weight
     loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w, reduction="sum")
     return loss / w.sum().clamp(min=1.0)
 
 
-def _label_losses(o, occ, sem, inst, matches: Matches, hidden_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled; voxels
-    hidden behind the lifted depth (o.fine_hidden) weigh hidden_weight against 1."""
+def _label_losses(o, occ, sem, inst, matches: Matches, voxel_weight: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled, as
+    means weighted by voxel_weight (B x K; None: alike)."""
     zero = o.fine_logits.sum() * 0
     if not occ.any():
         return zero, zero
-    weight = None
-    if hidden_weight != 1.0 and o.fine_hidden is not None:
-        weight = torch.where(o.fine_hidden[occ], hidden_weight, 1.0)
+    weight = None if voxel_weight is None else voxel_weight[occ]
     semantic_logits, query_logits = o.label(occ)
     sem_loss = _weighted_mean(F.cross_entropy(semantic_logits.float(), sem[occ], reduction="none"), weight)
     if not len(matches.query):
@@ -193,6 +198,31 @@ def _label_losses(o, occ, sem, inst, matches: Matches, hidden_weight: float = 1.
     return sem_loss, _weighted_mean(inst_loss, None if weight is None else weight[hit[occ]])
 
 
+def segment_balance_3d(batch: Batch, occ, sem, inst, power: float) -> torch.Tensor:
+    """B x K weights of the 256^3 candidates: at the truly occupied ones (occ) (1 / voxels of their true 3D
+    segment)^power, normalised to a mean of 1 over them (the occupancy loss keeps its balance of occupied and
+    free); 1 at the others. Segments are counted in the whole truth, as PRQ counts them."""
+    image, _, sem_all, inst_all = _stacked_truth(batch)
+    keys, counts = _image_segment_key(image, sem_all, inst_all).unique(return_counts=True)
+    if not occ.any():
+        return torch.ones(occ.shape, device=occ.device)
+    rows = torch.arange(occ.shape[0], device=occ.device)[:, None]
+    pos = torch.searchsorted(keys, _image_segment_key(rows, sem, inst)).clamp(max=len(keys) - 1)
+    weight = torch.where(occ, counts[pos].float().pow(-power), 0.0)
+    return torch.where(occ, weight * occ.sum() / weight.sum(), 1.0)
+
+
+def voxel_weights(o, batch: Batch, occ, sem, inst, f3) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """B x K weights of the 256^3 candidates in the occupancy and in the label losses (None: alike), from
+    model.frustum3d.segment_balance (both) and occluded_label_weight (labels)."""
+    balance = segment_balance_3d(batch, occ, sem, inst, f3.segment_balance) if f3.segment_balance else None
+    label_weight = balance
+    if f3.occluded_label_weight != 1.0 and o.fine_hidden is not None:
+        hidden = torch.where(o.fine_hidden, f3.occluded_label_weight, 1.0)
+        label_weight = hidden if balance is None else balance * hidden
+    return balance, label_weight
+
+
 def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128) -> dict:
     f3 = cfg.model.frustum3d
     o = out.out3d
@@ -204,8 +234,9 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     # candidates at 128 and 256 are children of (mostly) occupied voxels, already balanced: no extra weight
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ, sem, inst = fine_truth(o, batch, side)
-    loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
-    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, f3.occluded_label_weight)
+    occupancy_weight, label_weight = voxel_weights(o, batch, occ, sem, inst, f3)
+    loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0, occupancy_weight)
+    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, label_weight)
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
