@@ -532,6 +532,47 @@ def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tm
     assert depth.min() >= base.dataset.depth_min and depth.max() <= base.dataset.depth_max * (1 + 1e-5)
 
 
+def test_an_image_guide_added_to_a_trained_depth_head_starts_from_its_depth_at_stride_2(tmp_path):
+    """model.depth_head.guide_channels: weights trained without the guide load into a model with one and give
+    the stride-4 logit bilinearly upsampled to stride 2 until the guide trains; then its correction moves the
+    depth within the range, the depth loss reaches its image stem, and the 3D stage lifts the finer depth."""
+    import math as m
+
+    from torch.nn import functional as F
+
+    from nvpanoptix3d.model.losses import depth_loss
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    base = load_config(str(_spec_file(tmp_path, [])), [f"results_dir={tmp_path}"])
+    guided = load_config(str(_spec_file(tmp_path, ["model.depth_head.guide_channels=8"])), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(guided).eval()
+    result = grown.load_stage(trained.state_dict(), "2d")
+    assert not result.skipped and not any(".guide." in n for n in result.loaded)
+    trained.flip_average = grown.flip_average = False
+    images = torch.rand(2, 3, 240, 320)
+    log_min, log_max = m.log(base.dataset.depth_min), m.log(base.dataset.depth_max)
+    with torch.no_grad():
+        coarse = trained.forward_2d(images).depth
+        fine = grown.forward_2d(images).depth
+        assert coarse.shape[-2:] == (60, 80) and fine.shape[-2:] == (120, 160)
+        logit = torch.logit((coarse.log() - log_min) / (log_max - log_min))
+        up = F.interpolate(logit[:, None], size=(120, 160), mode="bilinear", align_corners=False)[:, 0]
+        assert torch.allclose(fine, torch.exp(log_min + (log_max - log_min) * torch.sigmoid(up)), rtol=1e-4)
+        for p in grown.head2d.depth_head.guide.delta.parameters():
+            p.fill_(5.0)
+        moved = grown.forward_2d(images).depth
+    assert not torch.allclose(moved, fine)
+    assert moved.min() >= base.dataset.depth_min and moved.max() <= base.dataset.depth_max * (1 + 1e-5)
+
+    grown.train()
+    loss = depth_loss(grown.forward_2d(images).depth, torch.full((2, 240, 320), 2.0))
+    loss.backward()
+    assert grown.head2d.depth_head.guide.stem[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = grown(images)
+    assert out.out3d is not None and out.out3d.fine_logits.shape[0] == 2
+
+
 @pytest.mark.parametrize("size_in, size_out", [((60, 80), (8, 10)), ((60, 80), (15, 20)), ((7, 9), (3, 4))])
 def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in, size_out):
     from torch.nn import functional as F
@@ -542,6 +583,7 @@ def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in
 
 
 @pytest.mark.parametrize("key, built", [("depth_head.refine_layers", lambda m: m.head2d.depth_head.refiner),
+                                         ("depth_head.guide_channels", lambda m: m.head2d.depth_head.guide),
                                          ("frustum3d.context_layers", lambda m: m.stage3d.mid_context),
                                          ("frustum3d.label_context_layers", lambda m: m.stage3d.label_context)])
 def test_a_checkpoint_stored_before_an_added_part_existed_loads_without_it(tmp_path, key, built):
@@ -1054,3 +1096,20 @@ def test_the_3d_stage_with_label_context_exports_to_onnx(tmp_path):
                    ["mask_features", "depth", "query_embed"], ["index", "valid", "logits", "semantic", "query"],
                    cfg.export.opset_version, _voxelwise_diff)
     assert diff < 1e-3 and _voxelwise_diff.shared > 0.9
+
+
+def test_the_2d_stage_with_an_image_guide_exports_to_onnx(tmp_path):
+    """The guide's stride-2 stem and upsampling survive ONNX export (its correction made nonzero, so it counts):
+    onnxruntime's depth at stride 2 is PyTorch's."""
+    from nvpanoptix3d.engine.export import OUT_2D, Stage2D, _export
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path, ["model.depth_head.guide_channels=8", "dataset.enable_3d=false"])),
+                      [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    model = PanopticReconstruction(cfg).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head2d.depth_head.guide.delta.weight, std=0.1)
+        image = torch.rand(1, 3, 240, 320)
+        assert model.forward_2d(image).depth.shape[-2:] == (120, 160)
+    diff = _export(Stage2D(model), (image,), tmp_path / "2d.onnx", ["image"], OUT_2D, cfg.export.opset_version)
+    assert diff < 1e-3

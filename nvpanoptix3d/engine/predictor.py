@@ -42,8 +42,8 @@ RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "depth_head.segment_upsample
 
 # architecture keys added after checkpoints were first stored: the value that a stored model section without the key
 # was trained with (the spec's default would build parts the checkpoint has no tensors for)
-ADDED_KEYS = {"depth_head.refine_layers": 0, "frustum3d.context_layers": 0, "frustum3d.label_context_layers": 0,
-              "frustum3d.label_hidden": 0}
+ADDED_KEYS = {"depth_head.refine_layers": 0, "depth_head.guide_channels": 0, "frustum3d.context_layers": 0,
+              "frustum3d.label_context_layers": 0, "frustum3d.label_hidden": 0}
 
 
 def _architecture_from(stored: dict, spec_model: ModelConfig) -> ModelConfig:

@@ -95,27 +95,62 @@ class DepthHead(nn.Module):
     """Its own light pyramid over the backbone's four strides: depth needs the room's global layout (stride 32)
     at stride-4 detail, and sharing the mask features left it to segmentation's gradients (it never learned).
     With refine_layers > 0 a LayoutRefiner corrects that pyramid's estimate (in the sigmoid's logit, so depth
-    stays within the range)."""
+    stays within the range); with guide_channels > 0 an ImageGuide takes it to stride 2."""
 
     def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float,
-                 refine_layers: int = 0):
+                 refine_layers: int = 0, guide_channels: int = 0):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, 1, 1))
         self.refiner = LayoutRefiner(in_channels, 2 * dim, refine_layers) if refine_layers else None
+        self.guide = ImageGuide(dim, guide_channels) if guide_channels else None
         self.depth_min, self.depth_max = depth_min, depth_max
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], images: torch.Tensor | None = None) -> torch.Tensor:
+        """feats: the backbone's strides 4..32; images (B x 3 x H x W, the backbone's input) feed the guide."""
         size = feats[0].shape[-2:]
         x = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if i else lat(f)
                 for i, (lat, f) in enumerate(zip(self.lateral, feats)))
-        logit = self.fuse(x)[:, 0].float()
+        hidden = self.fuse[:-1](x)
+        logit = self.fuse[-1](hidden)[:, 0].float()
         if self.refiner is not None:
             logit = logit + self.refiner(feats, torch.sigmoid(logit)[:, None]).float()
+        if self.guide is not None:
+            if images is None:
+                raise ValueError("model.depth_head.guide_channels > 0: the depth head needs the images")
+            logit = self.guide(images, hidden, logit)
         log_min, log_max = math.log(self.depth_min), math.log(self.depth_max)
         return torch.exp(log_min + (log_max - log_min) * torch.sigmoid(logit))
+
+
+class ImageGuide(nn.Module):
+    """Depth at stride 2 from the stride-4 estimate and the image itself. At stride 4 a lamp's stem or a chair's
+    legs are a pixel wide or less, and the pyramid gives them their background's depth (24 test frames: lamps'
+    mean signed error +43%). A small convolution stack reads the image at stride 2 beside the pyramid's last
+    features and estimate, both upsampled; its last layer starts at zero, so a guide added to a trained head
+    starts from that head's depth, bilinearly upsampled."""
+
+    def __init__(self, dim: int, channels: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, stride=2, padding=1), group_norm(channels, 8), nn.GELU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), group_norm(channels, 8), nn.GELU())
+        self.mix = nn.Sequential(nn.Conv2d(channels + dim + 1, channels, 3, padding=1), group_norm(channels, 8),
+                                 nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), group_norm(channels, 8),
+                                 nn.GELU())
+        self.delta = nn.Conv2d(channels, 1, 3, padding=1)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, images: torch.Tensor, hidden: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+        """images B x 3 x H x W, hidden B x dim x H/4 x W/4, logit B x H/4 x W/4 -> B x H/2 x W/2 logit."""
+        image = self.stem(images)
+        size = image.shape[-2:]
+        up = F.interpolate(logit[:, None], size=size, mode="bilinear", align_corners=False)
+        features = F.interpolate(hidden, size=size, mode="bilinear", align_corners=False)
+        delta = self.delta(self.mix(torch.cat([image, features.to(image.dtype), up.to(image.dtype)], 1)))
+        return (up + delta.float())[:, 0]
 
 
 class LayoutRefiner(nn.Module):
@@ -179,9 +214,10 @@ class Head2D(nn.Module):
         dim = cfg.sem_seg_head.hidden_dim
         self.pixel_decoder = PixelDecoder(in_channels, dim)
         self.query_decoder = QueryDecoder(cfg, dim)
-        self.depth_head = DepthHead(in_channels, dim, *depth_range, cfg.depth_head.refine_layers)
+        self.depth_head = DepthHead(in_channels, dim, *depth_range, cfg.depth_head.refine_layers,
+                                    cfg.depth_head.guide_channels)
 
-    def forward(self, feats: list[torch.Tensor]) -> Output2D:
+    def forward(self, feats: list[torch.Tensor], images: torch.Tensor | None = None) -> Output2D:
         mask_features, memories = self.pixel_decoder(feats)
         cls, masks, embed, aux = self.query_decoder(memories, mask_features)
-        return Output2D(mask_features, cls, masks, embed, self.depth_head(feats), aux)
+        return Output2D(mask_features, cls, masks, embed, self.depth_head(feats, images), aux)

@@ -54,11 +54,12 @@ class PanopticReconstruction(nn.Module):
                                               tuple(reversed(cfg.dataset.target_size)))
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
-        out = self.head2d(self.backbone(images))
+        out = self.head2d(self.backbone(images), images)
         if self.flip_average and not self.training:
             # the depth head is not mirror-equivariant: its estimate of the mirrored image is a second opinion
             # whose errors only partly agree with the first, so the mean is closer to the truth
-            mirrored = self.head2d.depth_head(self.backbone(images.flip(-1))).flip(-1)
+            flipped = images.flip(-1)
+            mirrored = self.head2d.depth_head(self.backbone(flipped), flipped).flip(-1)
             out = replace(out, depth=0.5 * (out.depth + mirrored))
         return out
 
