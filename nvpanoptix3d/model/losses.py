@@ -202,10 +202,10 @@ def segment_balance_3d(batch: Batch, occ, sem, inst, power: float) -> torch.Tens
     """B x K weights of the 256^3 candidates: at the truly occupied ones (occ) (1 / voxels of their true 3D
     segment)^power, normalised to a mean of 1 over them (the occupancy loss keeps its balance of occupied and
     free); 1 at the others. Segments are counted in the whole truth, as PRQ counts them."""
-    image, _, sem_all, inst_all = _stacked_truth(batch)
-    keys, counts = _image_segment_key(image, sem_all, inst_all).unique(return_counts=True)
     if not occ.any():
         return torch.ones(occ.shape, device=occ.device)
+    image, _, sem_all, inst_all = _stacked_truth(batch)
+    keys, counts = _image_segment_key(image, sem_all, inst_all).unique(return_counts=True)
     rows = torch.arange(occ.shape[0], device=occ.device)[:, None]
     pos = torch.searchsorted(keys, _image_segment_key(rows, sem, inst)).clamp(max=len(keys) - 1)
     weight = torch.where(occ, counts[pos].float().pow(-power), 0.0)
