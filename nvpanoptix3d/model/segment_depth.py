@@ -1,12 +1,13 @@
 """Segment-guided depth upsampling before lifting (`model.depth_head.segment_upsample`).
 
-Why: the depth head predicts at a quarter of the image (80 x 60 for 320 x 240), so one depth pixel spans about
-6 cm at 4 m and a depth pixel on an object's outline mixes the object with what lies behind it. Lifted, such
-pixels put surfaces in the free space between the two, and thin parts (legs, backs) take the background's
-depth. The query masks have sharper outlines than the depth map, so each full-resolution pixel takes its depth
-only from quarter-resolution pixels of its own segment: first every outline pixel's depth is replaced by its
-segment's interior depth (spread outward a few pixels), then each full-resolution pixel averages its bilinear
-neighbours that belong to its segment. No weights: it reads the depth, class and mask outputs of any checkpoint.
+Why: the depth head predicts at a quarter of the image (80 x 60 for 320 x 240; half with the image guide,
+`model.depth_head.guide_channels`), so one depth pixel spans about 6 cm at 4 m (3 cm at half) and a depth pixel on
+an object's outline mixes the object with what lies behind it. Lifted, such pixels put surfaces in the free space
+between the two, and thin parts (legs, backs) take the background's depth. The query masks have sharper outlines
+than the depth map, so each full-resolution pixel takes its depth only from depth pixels of its own segment: first
+every outline pixel's depth is replaced by its segment's interior depth (spread outward a few pixels), then each
+full-resolution pixel averages its bilinear neighbours that belong to its segment. No weights: it reads the depth,
+class and mask outputs of any checkpoint.
 """
 from __future__ import annotations
 
