@@ -325,6 +325,23 @@ def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
     refused = subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(tmp_path / "x.safetensors"),
                               "--stage3d-from", str(out)], capture_output=True, text=True, cwd=REPO)
     assert refused.returncode != 0 and "has its own 3D stage" in refused.stderr
+    # --average (a model soup): the tensor-wise mean; a copy of the checkpoint shifted by one averages to +0.5
+    blob = torch.load(tmp_path / "full/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    blob["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    torch.save(blob, tmp_path / "shifted.ckpt")
+    soup = tmp_path / "soup.safetensors"
+    subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(soup), "--fp16", "--average",
+                    str(tmp_path / "shifted.ckpt")], check=True, cwd=REPO)
+    averaged = load_state_dict(soup)
+    assert averaged.keys() == merged.keys()
+    for key, value in averaged.items():
+        first = full["model." + key]
+        expected = first + 0.5 if first.is_floating_point() else first  # counters stay the checkpoint's
+        assert torch.allclose(value.float(), expected.float(), rtol=1e-3, atol=1e-3), key
+    other = subprocess.run([*script, str(tmp_path / "full/checkpoints/last.ckpt"), str(tmp_path / "y.safetensors"),
+                            "--average", str(tmp_path / "flat/checkpoints/last.ckpt")],
+                           capture_output=True, text=True, cwd=REPO)
+    assert other.returncode != 0 and "another architecture" in other.stderr
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.frustum3d.label_context_layers=1",
