@@ -1,5 +1,6 @@
 """The oracles bench/visible_oracle.py and bench/label_oracle.py decompose PRQ with, and bench/label_visibility.py's
-split of the 3D labels' errors: on a tiny frustum whose answers are known (a wall 3 m away, a box hidden behind it)."""
+split of the 3D labels' errors: on a tiny frustum whose answers are known (a wall 3 m away, a box hidden behind it);
+and bench/depth_by_class.py's per-image scale error."""
 import sys
 from pathlib import Path
 
@@ -8,11 +9,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
+from depth_by_class import image_scale_errors  # noqa: E402
 from label_oracle import majority_class_per_group, nearest_truth_labels  # noqa: E402
 from label_visibility import counts_by_group  # noqa: E402
 from visible_oracle import lift_pixels, visible_voxels  # noqa: E402
 
 from nvpanoptix3d.geometry import FrustumGrid, Intrinsics  # noqa: E402
+from nvpanoptix3d.labels import NAMES  # noqa: E402
 from nvpanoptix3d.model.frustum3d import Lifter  # noqa: E402
 
 WALL, BOX = 1, 5
@@ -101,3 +104,22 @@ def test_label_errors_split_by_how_far_behind_the_depth_a_voxel_lies(grid):
     predicted = torch.tensor([WALL, BOX, WALL, WALL, WALL])
     voxels, right = counts_by_group(behind, predicted, true)
     assert voxels.tolist() == [1, 2, 2] and right.tolist() == [1, 1, 0]
+
+
+def test_an_images_scale_error_is_the_median_ratio_of_each_group_away_from_depth_edges():
+    gt = torch.full((4, 6), 4.0)
+    semantic = torch.tensor(NAMES.index("wall")).repeat(4, 6)
+    semantic[2:] = NAMES.index("floor")
+    pred = gt * 1.05
+    pred[2:] = gt[2:] * 0.9
+    pred[0, 0] = 40.0  # one wild pixel moves no median
+    edge = torch.zeros(4, 6, dtype=torch.bool)
+    edge[1] = True  # the walls' second row sits at a depth edge: left out of the walls' group
+    pred[1] = gt[1] * 2.0
+    gt[3, 5] = 0.0  # no depth: left out everywhere
+    errors = image_scale_errors(pred, gt, semantic, edge)
+    assert errors["wall"] == pytest.approx(0.05, abs=1e-5)
+    assert errors["floor"] == pytest.approx(-0.1, abs=1e-5)
+    # over all 23 valid pixels: 11 at 0.9, 5 at 1.05 (one at 10), 6 at 2.0 -> the median (12th) is 1.05
+    assert errors["all"] == pytest.approx(0.05, abs=1e-5)
+    assert set(image_scale_errors(pred, gt, torch.zeros_like(semantic), edge)) == {"all"}  # no wall, no floor
