@@ -1,11 +1,15 @@
 """Paired A/B of 3D PRQ: two checkpoints or two spec settings on the same held-out frames, with a bootstrap
-interval for the difference (frames resampled with replacement, counts summed per class as PRQ sums them).
+interval for the difference (scenes resampled with replacement, each with all its views; counts summed per
+class as PRQ sums them).
 
     python bench/ab_prq.py [--checkpoint A] [--set KEY=VALUE] [--checkpoint-b B] [--set-b KEY=VALUE]
-        [--frames 96] [--first 0] [--split val] [--samples 2000] [--counts-out F.npz] [--pool F.npz ...]
+        [--frames 96] [--first 0] [--split val] [--samples 2000] [--views-per-scene 4]
+        [--counts-out F.npz] [--pool F.npz ...]
 
 Why: PRQ over 96 frames moves by a few thousandths between halves of a split (bench/results/bench_val96_s11.txt),
-as much as most changes tried since session 9; a choice is worth making when the interval excludes zero.
+as much as most changes tried since session 9; a choice is worth making when the interval excludes zero. The
+synthetic splits hold 4 consecutive views of each room, which share its layout and its scale error: resampling
+frames one by one would count them as independent and narrow the interval (session 28).
 """
 import numpy as np
 import torch
@@ -26,14 +30,25 @@ def frame_counts(module, batch) -> np.ndarray:
     return class_counts(metrics.prq.scores, NUM_CLASSES)
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, samples: int, seed: int = 0) -> tuple[float, float, float]:
-    """a, b: frames x classes x 4. (PRQ(b) - PRQ(a), and the 2.5% and 97.5% quantiles of that difference over
-    bootstrap resamples of the frames, the same frames for both.)"""
+def paired_interval(a: np.ndarray, b: np.ndarray, samples: int, seed: int = 0,
+                    views_per_scene: int = 1) -> tuple[float, float, float]:
+    """a, b: frames x classes x 4, each scene's views consecutive. (PRQ(b) - PRQ(a), and the 2.5% and 97.5%
+    quantiles of that difference over bootstrap resamples of the scenes, the same scenes for both.)"""
+    if len(a) % views_per_scene:
+        raise SystemExit(f"error: {len(a)} frames are not whole scenes of --views-per-scene {views_per_scene}; "
+                         "pass the split's frames per scene, or 1 to resample frames one by one")
+    a, b = (x.reshape(-1, views_per_scene, *x.shape[1:]).sum(1) for x in (a, b))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(a), size=(samples, len(a)))
     diff = quality_of_counts(b[picks].sum(1)) - quality_of_counts(a[picks].sum(1))
     low, high = np.quantile(diff, [0.025, 0.975])
     return float(quality_of_counts(b.sum(0)) - quality_of_counts(a.sum(0))), float(low), float(high)
+
+
+def add_views_argument(parser) -> None:
+    parser.add_argument("--views-per-scene", type=int, default=4, help="consecutive frames resampled together as "
+                        "one scene (dataset.synthetic.frames_per_scene; the views of a room are not independent); "
+                        "1: frames one by one")
 
 
 if __name__ == "__main__":
@@ -44,6 +59,7 @@ if __name__ == "__main__":
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--first", type=int, default=0, help="index of the first held-out frame (a fresh sample of "
                    "frames after an earlier run's)")
+    add_views_argument(p)
     p.add_argument("--counts-out", default=None, help="save the per-frame counts (.npz) for --pool")
     p.add_argument("--pool", nargs="+", default=None, help="no model: the interval over the frames of earlier "
                    "runs' --counts-out files together")
@@ -51,10 +67,13 @@ if __name__ == "__main__":
     if args.pool:
         runs = [np.load(path) for path in args.pool]
         a, b = np.concatenate([r["a"] for r in runs]), np.concatenate([r["b"] for r in runs])
-        diff, low, high = paired_interval(a, b, args.samples)
+        diff, low, high = paired_interval(a, b, args.samples, views_per_scene=args.views_per_scene)
         print(f"pooled {len(args.pool)} runs frames={len(a)} prq_a={quality_of_counts(a.sum(0)):.4f} "
               f"prq_b={quality_of_counts(b.sum(0)):.4f} b_minus_a={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]")
         raise SystemExit(0)
+    if args.first % args.views_per_scene or args.frames % args.views_per_scene:
+        raise SystemExit(f"error: --first {args.first} --frames {args.frames} cut a scene; use multiples of "
+                         f"--views-per-scene {args.views_per_scene}")
     module_a, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
     module_b, _, _ = load_checkpoint(args.checkpoint_b or args.checkpoint, args.split, tuple(args.set_b))
     counts = {"a": [], "b": []}
@@ -66,7 +85,7 @@ if __name__ == "__main__":
     a, b = np.stack(counts["a"]), np.stack(counts["b"])
     if args.counts_out:
         np.savez(args.counts_out, a=a, b=b)
-    diff, low, high = paired_interval(a, b, args.samples)
+    diff, low, high = paired_interval(a, b, args.samples, views_per_scene=args.views_per_scene)
     frames = f"split={args.split} frames={args.first}..{args.first + args.frames - 1}"
     print(f"{frames} A: {args.checkpoint} {' '.join(args.set)}")
     print(f"{frames} B: {args.checkpoint_b or args.checkpoint} {' '.join(args.set_b)}")

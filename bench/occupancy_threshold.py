@@ -1,7 +1,7 @@
 """PRQ of one checkpoint at several occupancy thresholds (model.frustum3d.occupancy_threshold), smallest
 segments kept (model.frustum3d.min_segment_voxels) and query scores kept (model.mask_former.object_mask_threshold),
 one forward pass per frame: how the shipped defaults were chosen. Each setting also gets the paired bootstrap
-interval of its PRQ minus the spec's setting's (bench/ab_prq.py), over the same frames.
+interval of its PRQ minus the spec's setting's (bench/ab_prq.py), over the same frames (whole scenes resampled).
 
     python bench/occupancy_threshold.py [--checkpoint PATH] [--frames 48] [--split val] [--thresholds 0.15,0.2,0.3]
         [--min-segments 0,1500] [--object-mask-thresholds 0.3,0.5] [--set model.depth_head.layout_planes=off]
@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from ab_prq import paired_interval
+from ab_prq import add_views_argument, paired_interval
 from engine_common import checkpoint_parser, load_checkpoint
 
 from nvpanoptix3d.data import collate
@@ -39,6 +39,7 @@ if __name__ == "__main__":
     p.add_argument("--object-mask-thresholds", default=None,
                    help="mask_former.object_mask_threshold values (default: the spec's)")
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
+    add_views_argument(p)
     args = p.parse_args()
     module, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
     spec = (module.cfg.model.frustum3d.occupancy_threshold, module.cfg.model.frustum3d.min_segment_voxels,
@@ -66,7 +67,8 @@ if __name__ == "__main__":
     for (t, n, o), m in ((key, m.summary()) for key, m in metrics.items()):
         paired = ""
         if reference is not None:
-            diff, low, high = paired_interval(reference, np.stack(per_frame[(t, n, o)]), args.samples)
+            diff, low, high = paired_interval(reference, np.stack(per_frame[(t, n, o)]), args.samples,
+                                              views_per_scene=args.views_per_scene)
             paired = f" minus_spec={diff:+.4f} interval95=[{low:+.4f}, {high:+.4f}]"
         print(f"split={args.split} frames={args.frames} {' '.join(args.set)} threshold={t} min_segment_voxels={n} "
               f"object_mask_threshold={o} prq={m['prq']:.4f} rsq={m['rsq']:.3f} rrq={m['rrq']:.3f} "

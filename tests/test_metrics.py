@@ -276,7 +276,28 @@ def test_ab_prq_pools_the_frames_of_earlier_runs(tmp_path):
     np.savez(tmp_path / "run2.npz", a=counts[1:], b=counts[:1])
     script = Path(__file__).resolve().parents[1] / "bench" / "ab_prq.py"
     done = subprocess.run([sys.executable, str(script), "--pool", str(tmp_path / "run1.npz"),
-                           str(tmp_path / "run2.npz"), "--samples", "200"], capture_output=True, text=True)
+                           str(tmp_path / "run2.npz"), "--samples", "200", "--views-per-scene", "1"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     want_a, want_b = quality_of_counts(counts.sum(0)), quality_of_counts(counts[[0, 0]].sum(0))
     assert f"frames=2 prq_a={want_a:.4f} prq_b={want_b:.4f} b_minus_a={want_b - want_a:+.4f}" in done.stdout
+
+
+def test_ab_prq_resamples_whole_scenes_not_their_views_one_by_one():
+    """Two scenes of two views each, both scenes alike (A: frames 1 and 2; B: frame 1 twice): every resample of whole
+    scenes holds the same views, so the interval closes on the difference itself; resampling views one by one (the
+    views of a room taken as independent) opens it. A count that cuts a scene is refused."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from ab_prq import paired_interval
+    counts = _two_frame_counts()[0]
+    a, b = counts[[0, 1, 0, 1]], counts[[0, 0, 0, 0]]
+    diff, low, high = paired_interval(a, b, 500, views_per_scene=2)
+    assert low == pytest.approx(diff) and high == pytest.approx(diff)
+    # B, frame 1 alone: the split chair 0.6 / (1 + 0.5) = 0.4, the floor 1.0; A: (0.3 + 1.0) / 2
+    assert diff == pytest.approx((0.4 + 1.0) / 2 - (0.3 + 1.0) / 2)
+    frame_diff, frame_low, frame_high = paired_interval(a, b, 500, views_per_scene=1)
+    assert frame_diff == pytest.approx(diff) and frame_high - frame_low > 0.1
+    with pytest.raises(SystemExit, match="not whole scenes"):
+        paired_interval(a, b, 10, views_per_scene=3)
