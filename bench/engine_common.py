@@ -31,7 +31,7 @@ def checkpoint_parser(frames: int, description: str | None = None) -> argparse.A
 
 def parse() -> argparse.Namespace:
     p = checkpoint_parser(8)
-    p.add_argument("--timing-frames", type=int, default=3)
+    p.add_argument("--timing-frames", type=int, default=3, help="frames timed after the metrics (0: no timing)")
     p.add_argument("--depth", choices=("predicted", "ground_truth"), default="predicted",
                    help="lift into 3D with the predicted depth (the product) or the true depth (the 3D stage's "
                         "ceiling: what a perfect depth head would give)")
@@ -99,6 +99,8 @@ def evaluate(args) -> tuple[dict, float]:
             teacher = torch.ones(1, dtype=torch.bool)
             module.accumulate(batch, module.model(batch.images, gt_depth=lifted, teacher=teacher))
         module.on_validation_epoch_end()
+        if args.timing_frames <= 0:
+            return module.last_metrics, float("nan")
         image = collate([dataset[0]]).images.to(device)
         module.model(image)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

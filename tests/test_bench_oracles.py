@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from depth_by_class import image_scale_errors  # noqa: E402
 from label_oracle import majority_class_per_group, nearest_truth_labels  # noqa: E402
-from label_visibility import counts_by_group  # noqa: E402
+from label_visibility import counts_by_group, near_other  # noqa: E402
 from visible_oracle import lift_pixels, visible_voxels  # noqa: E402
 
 from nvpanoptix3d.geometry import FrustumGrid, Intrinsics  # noqa: E402
@@ -102,8 +102,15 @@ def test_label_errors_split_by_how_far_behind_the_depth_a_voxel_lies(grid):
     assert behind[0].abs() < 0.6 and (behind[1:3] - 3).abs().max() < 0.6 and (behind[3:] - 10).abs().max() < 0.6
     true = torch.tensor([WALL, BOX, BOX, BOX, BOX])
     predicted = torch.tensor([WALL, BOX, WALL, WALL, WALL])
-    voxels, right = counts_by_group(behind, predicted, true)
+    voxels, right = counts_by_group(behind, predicted == true)
     assert voxels.tolist() == [1, 2, 2] and right.tolist() == [1, 1, 0]
+
+
+def test_a_voxel_counts_as_right_when_within_one_voxel_of_the_other_set_diagonals_included():
+    truth = torch.tensor([[5, 5, 5], [0, 0, 0]])
+    predicted = torch.tensor([[5, 5, 5], [6, 6, 6], [7, 5, 5], [5, 5, 3], [1, 0, 1], [9, 9, 9]])
+    assert near_other(predicted, truth, (10, 10, 10)).tolist() == [True, True, False, False, True, False]
+    assert near_other(truth, predicted, (10, 10, 10)).tolist() == [True, True]
 
 
 def test_an_images_scale_error_is_the_median_ratio_of_each_group_away_from_depth_edges():
