@@ -50,9 +50,8 @@ if __name__ == "__main__":
         for n in range(args.frames):
             batch = collate([dataset[n]]).to(device)
             out2d = module.model.forward_2d(batch.images)
-            depth = module.model.lifting_depth(out2d)
-            if args.depth == "ground_truth":  # as the model's teacher frames lift it
-                depth = F.interpolate(batch.depths[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
+            truth_depth = batch.depths if args.depth == "ground_truth" else None
+            depth = module.model.lifting_depth(out2d, truth_depth, torch.ones(1, dtype=torch.bool))
             out3d = module.model.stage3d(out2d.mask_features, depth, out2d.query_embed)
             p3 = panoptic_3d(out2d, out3d, 0, module.cfg)
             truth = batch.occupied[0]

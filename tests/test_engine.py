@@ -1135,3 +1135,23 @@ def test_the_2d_stage_with_an_image_guide_exports_to_onnx(tmp_path):
         assert model.forward_2d(image).depth.shape[-2:] == (120, 160)
     diff = _export(Stage2D(model), (image,), tmp_path / "2d.onnx", ["image"], OUT_2D, cfg.export.opset_version)
     assert diff < 1e-3
+
+
+def test_teacher_frames_lift_the_true_depth_where_it_has_a_value_the_predicted_elsewhere(tmp_path):
+    """lifting_depth: a frame `teacher` picks takes the true depth at every pixel with one (0: none there keeps the
+    prediction); a frame it does not pick keeps the prediction everywhere."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    cfg = load_config(str(_spec_file(tmp_path, [])), [f"results_dir={tmp_path}"])
+    model = PanopticReconstruction(cfg).eval()
+    batch = collate([get_dataset(cfg.dataset, "train", True)[i] for i in range(2)])
+    with torch.no_grad():
+        out2d = model.forward_2d(batch.images)
+        predicted = model.lifting_depth(out2d)
+        h, w = predicted.shape[-2:]
+        truth = torch.full((2, h, w), 2.5)
+        truth[:, 0, :3] = 0.0
+        lifted = model.lifting_depth(out2d, truth, torch.tensor([True, False]))
+    assert torch.equal(lifted[0, 1:], truth[0, 1:]) and torch.equal(lifted[0, 0, 3:], truth[0, 0, 3:])
+    assert torch.equal(lifted[0, 0, :3], predicted[0, 0, :3]) and not torch.equal(predicted[0, 0, :3], truth[0, 0, :3])
+    assert torch.equal(lifted[1], predicted[1])
+    assert torch.equal(model.lifting_depth(out2d, None, torch.tensor([True, True])), predicted)

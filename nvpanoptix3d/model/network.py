@@ -63,13 +63,19 @@ class PanopticReconstruction(nn.Module):
             out = replace(out, depth=0.5 * (out.depth + mirrored))
         return out
 
-    def lifting_depth(self, out2d: Output2D) -> torch.Tensor:
-        """The depth the 3D stage lifts with: the 2D stage's, through the layout and the segment upsampling."""
+    def lifting_depth(self, out2d: Output2D, gt_depth: torch.Tensor | None = None,
+                      teacher: torch.Tensor | None = None) -> torch.Tensor:
+        """The depth the 3D stage lifts with: the 2D stage's, through the layout and the segment upsampling; in the
+        frames `teacher` (B bool) picks, the ground-truth depth (gt_depth, B x H x W) wherever it has a value."""
         depth = out2d.depth.detach()
         if self.layout is not None and (self.layout_in_training or not self.training):
             depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
         if self.upsample is not None:
             depth = self.upsample(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
+        if gt_depth is not None and teacher is not None:
+            gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
+            pick = teacher.to(depth.device).view(-1, 1, 1)
+            depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
         return depth
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
@@ -79,11 +85,7 @@ class PanopticReconstruction(nn.Module):
         out2d = self.forward_2d(images)
         out3d = None
         if self.stage3d is not None:
-            depth = self.lifting_depth(out2d)
-            if gt_depth is not None and teacher is not None:
-                gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
-                pick = teacher.to(depth.device).view(-1, 1, 1)
-                depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
+            depth = self.lifting_depth(out2d, gt_depth, teacher)
             # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
             # they would otherwise drown the 2D losses in the shared query embeddings
             out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed.detach(), forced64, forced128)
