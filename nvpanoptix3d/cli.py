@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import yaml
 
 from .config import ACTIONS, ExperimentConfig, SpecError, from_dict, to_dict, validate_semantics
+from tao_skill_bank import safe_yaml
+
 from .fileio import write_bytes
 
 
@@ -40,7 +44,13 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
             raise SpecError(f"override {item!r}: write it as dotted.key=value")
         key, raw = item.split("=", 1)
         kind = _leaf_type(key)
-        value = raw if kind is str else yaml.safe_load(raw)
+        if len(raw) > safe_yaml.MAX_VALUE_BYTES:
+            raise SpecError(f"{key}: a value of {len(raw)} bytes, over the {safe_yaml.MAX_VALUE_BYTES}-byte limit "
+                            "for one override; put large values in the spec file")
+        try:
+            value = raw if kind is str else safe_yaml.load(raw, safe_yaml.MAX_VALUE_BYTES)
+        except (yaml.YAMLError, safe_yaml.BoundError) as exc:
+            raise SpecError(f"{key}: not a valid value ({_first_line(exc)})") from None
         node = spec
         parts = key.split(".")
         for part in parts[:-1]:
@@ -55,15 +65,24 @@ def load_config(spec_path: str, overrides: list[str]) -> ExperimentConfig:
     path = Path(spec_path)
     if not path.is_file():
         raise SpecError(f"-e {spec_path}: spec file not found")
+    if path.stat().st_size > safe_yaml.MAX_SPEC_BYTES:
+        raise SpecError(f"-e {spec_path}: {path.stat().st_size} bytes, over the {safe_yaml.MAX_SPEC_BYTES}-byte "
+                        "limit for a spec file")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = safe_yaml.load(path.read_text(errors="replace")) or {}
+    except safe_yaml.BoundError as exc:
+        raise SpecError(f"-e {spec_path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"-e {spec_path}: not valid YAML ({exc.__class__.__name__})") from None
+        raise SpecError(f"-e {spec_path}: not valid YAML ({_first_line(exc)})") from None
     cfg = from_dict(ExperimentConfig, apply_overrides(spec, overrides))
     validate_semantics(cfg)
     if not cfg.results_dir:
         raise SpecError("results_dir: empty; pass results_dir=/path/to/results")
     return cfg
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def run_action(action: str, cfg: ExperimentConfig) -> dict:
@@ -107,27 +126,68 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-e", "--experiment_spec", required=True, help="spec YAML")
     p.add_argument("overrides", nargs="*", help="dotted.key=value")
     args = p.parse_intermixed_args(argv)
-    status = None
+    from .engine import interrupt
+    interrupt.install()
+    status = lock = None
     try:
         cfg = load_config(args.experiment_spec, args.overrides)
         results = Path(cfg.results_dir)
         results.mkdir(parents=True, exist_ok=True)
+        from .engine.joblock import JobLock, is_first_process
+        lock = JobLock(results).acquire() if is_first_process() else None  # before anything is written: a second engine must not touch the job
         write_bytes(results / "experiment.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
         from .engine.status import StatusWriter
         status = StatusWriter(results)
+        if lock and lock.took_over:
+            status.write("lock", took_over=lock.took_over)
         run_action(args.action, cfg)
         return 0
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if status:
-            status.write("failed", action=args.action, error=str(exc))
-        return 2
+        return _fail(status, args.action, f"error: {_one_line(exc)}", 2)
+    except (interrupt.JobInterrupted, KeyboardInterrupt, SystemExit) as exc:
+        signum = interrupt.received() or signal.SIGTERM
+        if isinstance(exc, SystemExit) and not interrupt.received() and exc.code not in (None, 0):
+            return _fail(status, args.action, f"error: exited with code {exc.code}", 1)
+        name = signal.Signals(signum).name
+        print(f"cancelled: {name} received; the job stops here", file=sys.stderr)
+        _write(status, "cancelled", action=args.action, signal=name)
+        return 128 + signum
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return _fail(status, args.action, f"error: {exc.strerror or exc}", 1)
+        traceback.print_exc()
+        return _fail(status, args.action, f"error: {type(exc).__name__}: {exc}", 1)
     except Exception as exc:  # noqa: BLE001 - the job must end with a failure record and non-zero exit
         traceback.print_exc()
-        if status:
-            status.write("failed", action=args.action, error=f"{type(exc).__name__}: {exc}")
-        return 1
+        return _fail(status, args.action, f"error: {type(exc).__name__}: {_one_line(exc)}", 1)
+    finally:
+        if lock:
+            lock.release()
 
+
+def _one_line(exc: BaseException) -> str:
+    """An error's own message; one raised in a data-loader worker arrives wrapped in the worker's traceback,
+    whose last line is the original."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _write(status, event: str, **fields) -> None:
+    if status is None:
+        return
+    try:
+        status.write(event, **fields)
+    except OSError:  # a full disk: the exit code and the log line still tell
+        pass
+
+
+def _fail(status, action: str, line: str, code: int) -> int:
+    print(line, file=sys.stderr)
+    _write(status, "failed", action=action, error=line.removeprefix("error: "))
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

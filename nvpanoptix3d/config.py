@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tao_skill_bank.safe_yaml import clip
+
 
 def param(default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
           options: list | None = None, option_weights: list[float] | None = None, automl: bool = False,
@@ -407,19 +409,19 @@ def _coerce(f: dataclasses.Field, value: Any, dotted: str) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if want is bool and not isinstance(value, bool):
-        raise SpecError(f"{dotted}: expected true/false, got {value!r}")
+        raise SpecError(f"{dotted}: expected true/false, got {clip(value)}")
     if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise SpecError(f"{dotted}: expected an integer, got {value!r}")
+        raise SpecError(f"{dotted}: expected an integer, got {clip(value)}")
     if want in (str, float, list) and not isinstance(value, want):
         if not (want is str and value is None):
-            raise SpecError(f"{dotted}: expected {want.__name__}, got {value!r}")
+            raise SpecError(f"{dotted}: expected {want.__name__}, got {clip(value)}")
         value = ""
     if "minimum" in meta and value < meta["minimum"]:
-        raise SpecError(f"{dotted}: {value} is below the minimum {meta['minimum']}")
+        raise SpecError(f"{dotted}: {clip(value)} is below the minimum {meta['minimum']}")
     if "maximum" in meta and value > meta["maximum"]:
-        raise SpecError(f"{dotted}: {value} is above the maximum {meta['maximum']}")
+        raise SpecError(f"{dotted}: {clip(value)} is above the maximum {meta['maximum']}")
     if "options" in meta and value not in meta["options"]:
-        raise SpecError(f"{dotted}: {value!r} is not one of {meta['options']}")
+        raise SpecError(f"{dotted}: {clip(value)} is not one of {meta['options']}")
     return value
 
 

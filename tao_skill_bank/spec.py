@@ -7,6 +7,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import safe_yaml
 from .errors import SkillBankError
 from .skill import Skill
 
@@ -45,12 +46,18 @@ def coerce_value(schema: dict, dotted: str, value: Any) -> Any:
     node = _schema_node(schema, dotted)
     if not isinstance(value, str):
         return value
+    if len(value) > safe_yaml.MAX_VALUE_BYTES:
+        raise SkillBankError(f"override {dotted}: a value of {len(value)} bytes, over the "
+                             f"{safe_yaml.MAX_VALUE_BYTES}-byte limit for one override")
     if node.get("type") == "string":
         return value
     try:
-        return yaml.safe_load(value)
+        return safe_yaml.load(value, safe_yaml.MAX_VALUE_BYTES)
+    except safe_yaml.BoundError as exc:
+        raise SkillBankError(f"override {dotted}: refused: {exc}") from None
     except yaml.YAMLError:
-        raise SkillBankError(f"override {dotted}={value!r}: not a valid {node.get('type')} value") from None
+        raise SkillBankError(f"override {dotted}={safe_yaml.clip(value)}: not a valid {node.get('type')} "
+                             "value") from None
 
 
 def set_dotted(spec: dict, dotted: str, value: Any) -> None:
@@ -93,7 +100,9 @@ def validate_spec(skill: Skill, action: str, spec: dict, schema: dict | None = N
             key = ".".join(filter(None, [path, extra[0] if extra else ""]))
             raise SkillBankError(f"spec key {key}: unknown key; valid keys there: "
                                  f"{', '.join(sorted(err.schema.get('properties', {})))}")
-        raise SkillBankError(f"spec key {path or '<root>'}: {err.message}")
+        message = err.message if len(err.message) <= 200 else f"{safe_yaml.clip(err.instance)} is not valid " \
+            f"here ({err.validator}: {safe_yaml.clip(err.validator_value)})"
+        raise SkillBankError(f"spec key {path or '<root>'}: {message}")
     if get_dotted(spec, "train.distributed_strategy") == "fsdp":
         raise SkillBankError("spec key train.distributed_strategy: fsdp is not supported for NVPanoptix3D "
                              "(the engine only handles ddp); " + skill.error_fix("fsdp requested"))

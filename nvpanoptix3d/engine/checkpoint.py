@@ -1,5 +1,9 @@
 """Reading model weights from our Lightning checkpoints or safetensors files, and writing the shipped ones.
 
+No file runs code here: .ckpt / .pt files are unpickled with torch's weights-only loader (tensors, numbers,
+strings and containers), so a checkpoint from a shared store or a URL cannot carry a payload. A file that needs
+more is refused with one line naming it.
+
 Shipped weights may store their large matrices as int8 with one fp32 scale per slice along the first dimension
 (symmetric, absmax / 127): half the size of fp16, which is what lets a larger backbone ship under the 50 MB the
 issue allows. Readers get float tensors back; the scales sit beside their tensors under `<name>` + SCALE_SUFFIX.
@@ -7,6 +11,8 @@ issue allows. Readers get float tensors back; the scales sit beside their tensor
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -17,17 +23,54 @@ SCALE_SUFFIX = ".int8_scale"
 INT8_MIN_NUMEL = 4096       # smaller tensors (biases, norms, small heads) stay fp16: nothing to gain, more to lose
 
 
-def load_state_dict(path: str | Path, key: str = "checkpoint") -> dict:
+def read_checkpoint(path: str | Path, key: str = "checkpoint") -> dict:
+    """A .ckpt / .pt file's contents through the weights-only unpickler; anything else is a one-line error."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{key}: {path} not found; pass a .ckpt from a train job or a .safetensors file")
-    if p.suffix == ".safetensors":
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unpickling refused"
+        raise SpecError(f"{key}: {path} holds objects other than tensors and plain values, which could run code "
+                        f"when loaded ({reason}); refusing it: re-save its weights as .safetensors") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise SpecError(f"{key}: {path} is truncated or not a checkpoint ({type(exc).__name__}); use an intact "
+                        "copy") from None
+    if not isinstance(blob, dict):
+        raise SpecError(f"{key}: {path} holds a {type(blob).__name__}, not a checkpoint dict of tensors")
+    return blob
+
+
+def load_state_dict(path: str | Path, key: str = "checkpoint") -> dict:
+    p = Path(path)
+    if p.suffix == ".safetensors" and p.is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        state = dequantize_int8(load_file(str(p)))
+        try:
+            state = dequantize_int8(load_file(str(p)))
+        except (SafetensorError, OSError) as exc:
+            raise SpecError(f"{key}: {path} is truncated or not a safetensors file ({exc}); use an intact "
+                            "copy") from None
     else:
-        blob = torch.load(p, map_location="cpu", weights_only=False)
+        blob = read_checkpoint(p, key)
         state = blob.get("state_dict", blob)
-    return {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+    tensors = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()
+               if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise SpecError(f"{key}: {path} holds no tensors; pass a .ckpt from a train job or a .safetensors file")
+    return tensors
+
+
+# a checkpoint that fills less than this share of a stage's tensors is another model, not a start for this one
+MIN_LOADED_SHARE = 0.5
+
+
+def require_loaded(loaded: int, expected: int, path: str, key: str) -> None:
+    if loaded < MIN_LOADED_SHARE * expected:
+        raise SpecError(f"{key}: {path} fills {loaded} of the model's {expected} tensors (under "
+                        f"{MIN_LOADED_SHARE:.0%}); it was trained for another model: pass a checkpoint of this one "
+                        "or 'none' to start from random weights")
 
 
 def checkpoint_config(path: str | Path) -> dict | None:
@@ -38,8 +81,8 @@ def checkpoint_config(path: str | Path) -> dict | None:
         with safe_open(str(p), "pt") as f:
             meta = f.metadata() or {}
         return json.loads(meta["model_config"]) if "model_config" in meta else None
-    blob = torch.load(p, map_location="cpu", weights_only=False)
-    return blob.get("hyper_parameters", {}).get("model_config")
+    stored = read_checkpoint(p).get("hyper_parameters", {})
+    return stored.get("model_config") if isinstance(stored, dict) else None
 
 
 def save_safetensors(state: dict, path: str | Path, model_config: dict) -> None:

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import signal
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import ExperimentConfig, SpecError
 from ..data import collate, get_dataset
 from ..model.backbone import ResNetBackbone
-from .checkpoint import checkpoint_config, load_state_dict
+from . import interrupt
+from .checkpoint import checkpoint_config, load_state_dict, read_checkpoint, require_loaded
 from .module import PanopticModule
 from .status import StatusWriter
 
@@ -67,6 +71,17 @@ class StatusCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.images += batch.images.shape[0] * trainer.world_size
+        # every process stops after the same batch, or the others would wait for it in the next all-reduce
+        if trainer.strategy.reduce_boolean_decision(interrupt.received() is not None, all=False):
+            raise interrupt.JobInterrupted(interrupt.received() or signal.SIGTERM)
+
+    def on_exception(self, trainer, module, exception):
+        """A cancel (SIGTERM, SIGINT, Lightning's own SIGTERM exit) saves where training stood first."""
+        if isinstance(exception, (interrupt.JobInterrupted, SIGTERMException, KeyboardInterrupt)):
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
+            self.status.write("checkpoint", epoch=trainer.current_epoch, step=trainer.global_step,
+                              path="checkpoints/last.ckpt", interrupted=True)
 
     def on_train_epoch_end(self, trainer, module):
         epoch = trainer.current_epoch + 1
@@ -95,10 +110,20 @@ class StatusCallback(L.Callback):
 
 
 def _atomic_save(trainer, path: Path) -> None:
+    """The new file replaces the old one only when complete; on a full disk the old one stays and the partial
+    file goes."""
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
+    try:
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            kept = f"; {path.name} from before is intact" if path.is_file() else ""
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {path}{kept}; free space under "
+                                        f"{path.parent} and resume") from None
+        raise
 
 
 # DDP over CPU processes (gloo): the distributed path (sharded data, all-reduced metrics, rank-0 records) is
@@ -153,6 +178,9 @@ def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWrit
             continue
         result = module.model.load_stage(load_state_dict(path, key), stage)
         loaded = result.loaded
+        prefixes = module.model.STAGE_PREFIXES[stage]
+        expected = sum(1 for name in module.model.state_dict() if name.startswith(prefixes))
+        require_loaded(len(loaded) + len(result.grown), expected, path, key)
         status.write("init", stage=stage, path=path, loaded=len(loaded), grown=len(result.grown),
                      skipped=len(result.skipped))
         print(f"[init] {key}: {len(loaded)} tensors loaded, {len(result.grown)} widened, {len(result.skipped)} "
@@ -187,12 +215,39 @@ def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **theirs))
 
 
+RESUME_KEY = "train.resume_training_checkpoint_path"
+
+
+def intact_checkpoint(path: str) -> str:
+    """The checkpoint to resume from: the one named, or, when it is truncated (a kill or a full disk while it
+    was written), the newest intact one beside it, said on the log and in the status."""
+    if not path:
+        return path
+    if not Path(path).is_file():
+        raise SpecError(f"{RESUME_KEY}: {path} not found")
+    try:
+        read_checkpoint(path, RESUME_KEY)
+        return path
+    except SpecError as exc:
+        if "truncated" not in str(exc):
+            raise
+        first_error = exc
+    others = sorted((p for p in Path(path).parent.glob("*.ckpt") if p != Path(path)),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for other in others:
+        try:
+            read_checkpoint(other, RESUME_KEY)
+        except SpecError:
+            continue
+        print(f"[resume] {path} is truncated; resuming from {other}, the newest intact checkpoint beside it")
+        return str(other)
+    raise SpecError(f"{first_error}; no intact checkpoint beside it either")
+
+
 def run_train(cfg: ExperimentConfig) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     kwargs = trainer_kwargs(cfg)
-    resume = cfg.train.resume_training_checkpoint_path or None
-    if resume and not Path(resume).is_file():
-        raise SpecError(f"train.resume_training_checkpoint_path: {resume} not found")
+    resume = intact_checkpoint(cfg.train.resume_training_checkpoint_path) or None
     cfg = backbone_of_checkpoint_2d(cfg)  # also on resume: the run was built that way
     status = StatusWriter(cfg.results_dir, enabled=False)
     callback = StatusCallback(cfg, status)
@@ -214,7 +269,8 @@ def run_train(cfg: ExperimentConfig) -> dict:
                         f"process validates its own share: give the val split at least {world} frames")
     status.write("start", action="train", accelerator=kwargs["accelerator"], precision=kwargs["precision"],
                  devices=world, frames=len(train_loader.dataset), resume=resume)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    with interrupt.deferred():
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     result = dict(module.last_metrics)
     if torch.cuda.is_available() and kwargs["accelerator"] == "gpu":
         result["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
