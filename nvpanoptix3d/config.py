@@ -370,6 +370,10 @@ class SpecError(ValueError):
     """A spec problem, always naming the dotted key and how to fix it."""
 
 
+class DataError(SpecError):
+    """A data file problem, naming the file, its frame and what is wrong."""
+
+
 def _leaf_type(f: dataclasses.Field) -> type:
     d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return type(d)

@@ -67,45 +67,59 @@ def backend_options(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (SkillBankError, ValueError) as exc:
+        return _error(args, str(exc), 2)
+    except OSError as exc:  # a read-only or full job store, a vanished folder
+        return _error(args, f"{exc.filename or 'job store'}: {exc.strerror or exc}; check the --jobs-dir "
+                            "(free space, permissions)", 1)
+
+
+def _error(args, message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": False, "error": message}))
+    return code
+
+
+def run(args) -> int:
     store = job_api.JobStore(args.jobs_dir)
     if args.list_jobs:
-        for r in store.list():
+        problems: list[str] = []
+        for r in store.list(problems):
             print(json.dumps({"job_id": r.job_id, "action": r.action, "status": r.status, "kpi": r.kpi,
                               "parent_job_id": r.parent_job_id}) if args.json else
                   f"{r.job_id:<40} {r.action:<9} {r.status:<9} kpi={r.kpi}")
+        for problem in problems:
+            print(f"skipped: {problem}", file=sys.stderr)
         return 0
     if not args.action:
         print("error: --action is required (train | evaluate | inference | export)", file=sys.stderr)
         return 2
-    try:
-        if args.action == "train":
-            skill = load_skill(args.skill)
-            route = route_train(skill, resolve_policy(args.automl_policy, args.request))
-            print(f"[policy] {route.reason}", file=sys.stderr)
-            if route.automl:
-                from runners.tao_run_automl import main as automl_main
-                return automl_main(_automl_argv(args))
-        request = ActionRequest(args.skill, args.action, DatasetRoots(args.train_dataset, args.eval_dataset,
-                                                                      args.inference_dataset),
-                                overrides_from_args(args.override), args.parent_job_id, args.backend,
-                                backend_options(args), args.ptm, args.ptm_sha256, args.job_id)
-        prepared = prepare(request, store)
-        if args.dry_run:
-            import yaml
-            result = {"dry_run": True, "job_id": prepared.job_id, "command": prepared.command,
-                      "backend": prepared.backend, "spec": prepared.spec}
-            print(json.dumps(result, indent=2) if args.json else
-                  yaml.safe_dump(prepared.spec, sort_keys=False) + "\ncommand: " + prepared.describe())
-            return 0
-        record = launch(prepared, store)
-        print(f"[job] {record.job_id} started ({record.backend}); logs: {store.log_path(record.job_id)}",
-              file=sys.stderr)
-        record = job_api.wait(store, record.job_id, timeout=args.timeout)
-    except (SkillBankError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"ok": False, "error": str(exc)}))
-        return 2
+    if args.action == "train":
+        skill = load_skill(args.skill)
+        route = route_train(skill, resolve_policy(args.automl_policy, args.request))
+        print(f"[policy] {route.reason}", file=sys.stderr)
+        if route.automl:
+            from runners.tao_run_automl import main as automl_main
+            return automl_main(_automl_argv(args))
+    request = ActionRequest(args.skill, args.action, DatasetRoots(args.train_dataset, args.eval_dataset,
+                                                                  args.inference_dataset),
+                            overrides_from_args(args.override), args.parent_job_id, args.backend,
+                            backend_options(args), args.ptm, args.ptm_sha256, args.job_id)
+    prepared = prepare(request, store)
+    if args.dry_run:
+        import yaml
+        result = {"dry_run": True, "job_id": prepared.job_id, "command": prepared.command,
+                  "backend": prepared.backend, "spec": prepared.spec}
+        print(json.dumps(result, indent=2) if args.json else
+              yaml.safe_dump(prepared.spec, sort_keys=False) + "\ncommand: " + prepared.describe())
+        return 0
+    record = launch(prepared, store)
+    print(f"[job] {record.job_id} started ({record.backend}); logs: {store.log_path(record.job_id)}",
+          file=sys.stderr)
+    record = job_api.wait(store, record.job_id, timeout=args.timeout)
     ok = record.status == job_api.DONE
     result = {"ok": ok, "job_id": record.job_id, "status": record.status, "exit_code": record.exit_code,
               "kpi": record.kpi, "results_dir": str(store.results_dir(record.job_id)), "error": record.error}

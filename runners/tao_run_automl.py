@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (docker stop, a scheduler) cancels the sweep as Ctrl-C does: the running trial is stopped with it
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cfg = AutoMLConfig(args.skill, DatasetRoots(args.train_dataset, args.eval_dataset),
                            overrides_from_args(args.override), args.jobs_dir, args.backend, {}, args.algorithm,
@@ -63,12 +66,19 @@ def main(argv=None) -> int:
         print(f"[automl] job {runner.job_id}: {args.algorithm}, {args.max_trials} trials, metric {args.metric} "
               f"({runner.direction})", file=sys.stderr)
         summary = runner.run()
-    except SkillBankError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (SkillBankError, ValueError, OSError) as exc:
+        message = str(exc) if not isinstance(exc, OSError) else \
+            f"{exc.filename or 'job store'}: {exc.strerror or exc}; check the --jobs-dir (free space, permissions)"
+        print(f"error: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": message}))
         return 2
-    print(json.dumps({"ok": summary["best_job_id"] is not None, "job_id": runner.job_id, **{
+    ok = summary["status"] == "done"
+    print(json.dumps({"ok": ok, "job_id": runner.job_id, "status": summary["status"], "error": summary["error"], **{
         k: summary[k] for k in ("best_job_id", "best_trial", "best_value")}}) if args.json else summary_table(summary))
-    return 0 if summary["best_job_id"] else 1
+    if not ok:
+        print(f"[automl] job {runner.job_id} {summary['status']}: {summary['error']}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

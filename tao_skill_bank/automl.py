@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from . import atomic
 from .data_sources import DatasetRoots
 from .errors import SkillBankError
-from .jobs import DONE, RUNNING, JobRecord, JobStore, cancel_job, read_status
+from .jobs import CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job, read_status
 from .runner import ActionRequest, launch, prepare
 from .skill import load_skill
 from .spec import get_dotted, schema_node, set_dotted
@@ -188,6 +188,7 @@ class AutoMLRunner:
         self.direction = "minimize" if "loss" in cfg.metric else "maximize"
         self.job_id = cfg.job_id or self.store.new_id("automl")
         self._gpu_lock = threading.Lock()
+        self._summary_lock = threading.Lock()
         self._free_gpus = list(cfg.gpus)
 
     # -------------------------------------------------------------- study
@@ -202,7 +203,13 @@ class AutoMLRunner:
         study = optuna.create_study(study_name=self.job_id, storage=storage, direction=self.direction,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left over by an interruption
+            if t.user_attrs.get("job_id"):  # its training may still run: stop it before the next trial starts
+                cancel_job(self.store, t.user_attrs["job_id"])
             study.tell(t.number, state=TrialState.FAIL)
+        if study.trials:
+            # a resumed sweep draws new values: the same seed would repeat the first sweep's start-up draws
+            study.sampler = optuna.samplers.TPESampler(seed=self.cfg.seed + len(study.trials),
+                                                       n_startup_trials=max(2, self.cfg.max_trials // 4))
         return study
 
     @property
@@ -228,7 +235,11 @@ class AutoMLRunner:
             prepared.parent_job_id = self.job_id  # the child's record names the sweep as its parent
             record = launch(prepared, self.store)
             trial.set_user_attr("job_id", record.job_id)
-            return self._follow(trial, record.job_id)
+            try:
+                return self._follow(trial, record.job_id)
+            except KeyboardInterrupt:  # the sweep is cancelled: its running trial goes with it
+                cancel_job(self.store, record.job_id)
+                raise
         finally:
             self._give_gpu(gpu)
 
@@ -248,9 +259,9 @@ class AutoMLRunner:
                 trial.set_user_attr("rung", event["epoch"])
                 trial.set_user_attr("seconds", float(event.get("elapsed_s", 0.0)))
                 if trial.should_prune():
-                    cancel_job(self.store, job_id)
+                    cancel_job(self.store, job_id, reason=PRUNED)
                     raise optuna.TrialPruned(f"pruned at epoch {event['epoch']}")
-            if record.status in (DONE, "failed", "cancelled"):
+            if record.status in FINAL:
                 break
             time.sleep(self.cfg.poll_s)
         if record.status != DONE:
@@ -274,19 +285,25 @@ class AutoMLRunner:
         study = self._study()
         done = len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)])
         remaining = max(0, self.cfg.max_trials - done)
+        cancelled = False
         try:
             if remaining:
+                # the summary after every trial: a sweep killed mid-way is still usable as a parent
                 study.optimize(self._objective, n_trials=remaining, n_jobs=self.cfg.max_concurrent,
-                               timeout=self.cfg.time_budget_s, catch=(Exception,), gc_after_trial=False)
+                               timeout=self.cfg.time_budget_s, catch=(Exception,), gc_after_trial=False,
+                               callbacks=[lambda st, _trial: self._summarise(st)])
         except KeyboardInterrupt:
-            record.status = "cancelled"
+            cancelled = True
         summary = self._summarise(study)
-        record.status = DONE if summary["best_job_id"] else "failed"
-        record.error = None if summary["best_job_id"] else "no trial completed"
+        if cancelled:
+            record.status, record.error = CANCELLED, "interrupted; resume with --job-id " + self.job_id
+        else:
+            record.status = DONE if summary["best_job_id"] else FAILED
+            record.error = None if summary["best_job_id"] else "no trial completed"
         record.kpi = summary.get("best_value")
         record.finished_at = time.time()
         self.store.save(record)
-        return summary
+        return {**summary, "status": record.status, "error": record.error}
 
     def _record(self) -> JobRecord:
         try:
@@ -300,6 +317,10 @@ class AutoMLRunner:
         return record
 
     def _summarise(self, study: optuna.Study) -> dict:
+        with self._summary_lock:  # concurrent trials finish on their own threads
+            return self._write_summary(study)
+
+    def _write_summary(self, study: optuna.Study) -> dict:
         rows = []
         for t in study.trials:
             params = {k: v for k, v in t.params.items() if not k.endswith("#u")}

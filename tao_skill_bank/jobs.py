@@ -24,8 +24,10 @@ import yaml
 from . import atomic
 from .errors import SkillBankError
 
-PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
-FINAL = (DONE, FAILED, CANCELLED)
+PENDING, RUNNING, DONE, FAILED, CANCELLED, PRUNED = "pending", "running", "done", "failed", "cancelled", "pruned"
+FINAL = (DONE, FAILED, CANCELLED, PRUNED)
+STOP_REASON = "stop_reason"        # a file in the job's folder: why a cancel was asked (e.g. pruned)
+ENGINE_LOCK = "results/.engine.lock"  # the engine's lock: its pid and host while it runs
 
 
 @dataclass
@@ -131,24 +133,56 @@ class JobStore:
         if not path.is_file():
             raise SkillBankError(f"job {job_id}: not found in {self.location}; list jobs with --list-jobs or pass "
                                  "the right --jobs-dir")
-        record = JobRecord(**json.loads(path.read_text()))
-        return self._reap(record)
+        return self._reap(self._read(job_id))
+
+    def _read(self, job_id: str) -> JobRecord:
+        path = self.job_dir(job_id) / "job.json"
+        try:
+            return JobRecord(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise SkillBankError(f"job {job_id}: its record {path} is corrupt ({type(exc).__name__}); move the "
+                                 "folder aside or delete it") from None
 
     def _reap(self, record: JobRecord) -> JobRecord:
-        """A running job whose supervisor is gone (machine reboot, kill -9) is failed, not running forever."""
+        """A running job whose supervisor is gone (machine reboot, kill -9) is failed, not running forever: its
+        engine, if still alive on this host, is stopped, and the error is the last one its log names."""
         if record.status == RUNNING and record.supervisor_pid and not _alive(record.supervisor_pid):
             time.sleep(0.2)  # the supervisor writes its final record just before exiting
-            record = JobRecord(**json.loads((self.job_dir(record.job_id) / "job.json").read_text()))
+            record = self._read(record.job_id)
             if record.status == RUNNING:
-                record.status, record.error, record.finished_at = FAILED, "supervisor exited", time.time()
+                stopped = stop_orphan_engine(self.job_dir(record.job_id) / ENGINE_LOCK)
+                last = last_error_line(self.log_path(record.job_id))
+                record.status, record.finished_at = FAILED, time.time()
+                record.error = "supervisor exited" + (f"; its engine (pid {stopped}) was stopped" if stopped else "") \
+                    + (f"; last error in the log: {last}" if last else "")
                 self.save(record)
         return record
 
-    def list(self) -> list[JobRecord]:
+    def list(self, problems: list | None = None) -> list[JobRecord]:
+        """Every readable job; a corrupt record is skipped and its one-line problem appended to `problems`."""
         ids = {p.parent.name for p in self.root.glob("*/job.json")} if self.root.is_dir() else set()
         if self.url:
             ids |= set(self._remote_ids())
-        return [self.get(i) for i in sorted(ids)]
+        records = []
+        for job_id in sorted(ids):
+            try:
+                records.append(self.get(job_id))
+            except SkillBankError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
+        return records
+
+    def ensure_not_running(self, job_id: str) -> None:
+        """Relaunching a job in place is refused while its supervisor or engine lives."""
+        if not (self.job_dir(job_id) / "job.json").is_file():
+            return
+        record = self.get(job_id)
+        live = record.status in (PENDING, RUNNING) and record.supervisor_pid and _alive(record.supervisor_pid)
+        lock = self.job_dir(job_id) / ENGINE_LOCK
+        if live or _lock_held(lock):
+            raise SkillBankError(f"job {job_id}: still {record.status} (supervisor pid {record.supervisor_pid}); "
+                                 "cancel it or wait for it before relaunching it")
 
     def kpis(self, job_id: str) -> list[dict]:
         """KPI events the engine wrote to status.json."""
@@ -168,6 +202,60 @@ def read_status(results_dir: Path) -> list[dict]:
     return events
 
 
+def last_error_line(log: Path, max_bytes: int = 65536) -> str | None:
+    """The last line of a job's log that reads as the cause: the engine's `error:` line, else an exception's."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - max_bytes))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for prefix in ("error: ", "cancelled: "):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            return found[-1][:300]
+    found = [line for line in lines if line and not line.startswith(" ") and ("Error" in line or "Exception" in line)]
+    return found[-1][:300] if found else None
+
+
+def stop_orphan_engine(lock_path: Path) -> int | None:
+    """SIGTERM, then SIGKILL, to the process group of the engine the lock names, when it runs on this host."""
+    import socket
+    try:
+        holder = json.loads(lock_path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not holder or holder.get("host") != socket.gethostname() or not _alive(int(holder["pid"])):
+        return None
+    pid = int(holder["pid"])
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(os.getpgid(pid), sig)
+        except (ProcessLookupError, PermissionError):
+            return pid
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if not _alive(pid):
+            break
+    return pid
+
+
+def _lock_held(path: Path) -> bool:
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -185,6 +273,9 @@ def create_job(store: JobStore, action: str, skill: str, spec: dict, backend: st
                backend_options: dict | None = None, parent_job_id: str | None = None,
                job_id: str | None = None) -> JobRecord:
     """Write the job record and spec, then start a detached supervisor that runs the backend."""
+    if job_id:
+        store.ensure_not_running(job_id)
+        (store.job_dir(job_id) / STOP_REASON).unlink(missing_ok=True)
     record = JobRecord(job_id=job_id or store.new_id(action), action=action, skill=skill, backend=backend,
                        parent_job_id=parent_job_id, command=command, backend_options=backend_options or {},
                        created_at=time.time())
@@ -223,12 +314,14 @@ def wait(store: JobStore, job_id: str, timeout: float | None = None, poll: float
         time.sleep(poll)
 
 
-def cancel_job(store: JobStore, job_id: str) -> JobRecord:
+def cancel_job(store: JobStore, job_id: str, reason: str = CANCELLED) -> JobRecord:
+    """Stop a job; it ends as `reason` (cancelled, or pruned for an AutoML trial)."""
     record = store.get(job_id)
     if record.status in FINAL:
         return record
+    atomic.write_text(store.job_dir(job_id) / STOP_REASON, reason)
     if record.supervisor_pid is None:  # not launched yet: nothing to stop
-        record.status, record.finished_at = CANCELLED, time.time()
+        record.status, record.finished_at = reason, time.time()
         store.save(record)
         return record
     try:

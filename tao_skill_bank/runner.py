@@ -59,6 +59,8 @@ def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
     skill.require_action(request.action)
     backend = get_backend(request.backend, **request.backend_options)
     job_id = request.job_id or store.new_id(request.action)
+    if request.job_id:
+        store.ensure_not_running(request.job_id)
     if request.parent_job_id:
         store.get(request.parent_job_id)  # fail early on an unknown parent
     overrides = dict(data_overrides(skill, request.action, request.roots))

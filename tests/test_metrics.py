@@ -148,7 +148,7 @@ def test_metric_set_thickens_segments_as_the_reference_evaluation(factor):
     pred_inst = np.where(IS_THING[pred_sem], np.roll(gt_inst, 1, axis=0).clip(min=1), 0)
     inside = torch.ones((side,) * 3, dtype=torch.bool)
     inside[:, :, -3:] = False
-    m = MetricSet(frustum_mask=inside, pool_factor=factor)
+    m = MetricSet(frustum_mask=inside, pool_factor=factor, require_3d=True)
     m.add_3d(*_sparse(gt_sem, gt_inst), *_sparse(pred_sem, pred_inst))
     small = inside[::factor, ::factor, ::factor]
     ignore_ceiling = lambda sem: np.where(sem == CEILING, 0, sem)  # noqa: E731
@@ -171,7 +171,7 @@ def test_thickening_tolerates_one_voxel_not_two():
     gt = _plane(side, 6)
     results = {}
     for offset in (0, 1, 2):
-        m = MetricSet(dims=(side,) * 3)
+        m = MetricSet(dims=(side,) * 3, require_3d=True)
         m.add_3d(*_sparse(gt, np.zeros_like(gt)), *_sparse(_plane(side, 6 + offset), np.zeros_like(gt)))
         results[offset] = m.summary()
     assert results[0]["prq"] == pytest.approx(1.0)
@@ -183,7 +183,7 @@ def test_thickening_tolerates_one_voxel_not_two():
 def test_depth_metrics_hand_computed():
     import torch
     m = MetricSet()
-    sem = torch.zeros(1, 4, dtype=torch.long)
+    sem = torch.full((1, 4), WALL, dtype=torch.long)
     gt = torch.tensor([[1.0, 2.0, 4.0, 5.0]])
     m.add_2d(sem, sem, sem, sem, gt, torch.tensor([[1.1, 2.0, 2.0, 5.0]]))
     r = m.summary()

@@ -2,6 +2,10 @@
 
 <base_dir>/<scene_id>/rgb_<id>.png, depth_<id>.exr, segmap_<id>.mapped.npz (H x W x 2),
 segmentation_<id>.mapped.npz (256^3 x 2), listed by <json_path> rows {scene_id, image_id, height, width}.
+
+Train and evaluate read truth, so every frame is checked as it is read: each file present and readable, sizes
+as the layout says, depth with valid pixels, labels in the label set. A bad frame stops the action with one line
+naming its file: a metric over silently missing truth would be another metric.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import fileio
-from ..config import DatasetConfig, SpecError, SplitConfig
+from ..config import DataError, DatasetConfig, SpecError, SplitConfig
+from ..labels import IGNORE, NUM_CLASSES
 from ..layouts import FRONT3D, MATTERPORT
 from .sample import FrameSample, sparse_truth
 
@@ -33,6 +38,7 @@ class Front3DDataset(Dataset):
                             "it at the dataset's data/ folder")
         self.rows = json.loads(json_path.read_text())
         self.width, self.height = cfg.target_size
+        self.volume_dims = tuple(fileio.load_npz(cfg.frustum_mask_path, "mask").shape) if cfg.enable_3d else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -42,9 +48,10 @@ class Front3DDataset(Dataset):
 
     def __getitem__(self, index: int) -> FrameSample:
         row = self.rows[index]
-        rgb = fileio.load_rgb(self._path(row, "rgb"))
+        rgb = self._read(row, "rgb", fileio.load_rgb)
         factor = self.cfg.downsample_factor
-        if rgb.shape[1] != self.width * factor or rgb.shape[0] != self.height * factor:
+        size = (self.height * factor, self.width * factor)
+        if rgb.shape[:2] != size:
             raise SpecError(f"dataset.downsample_factor: {self._path(row, 'rgb')} is {rgb.shape[1]}x"
                             f"{rgb.shape[0]}, not target_size x {factor}; use downsample_factor=2 for Matterport3D, "
                             "1 for Front3D / synthetic datasets")
@@ -52,20 +59,56 @@ class Front3DDataset(Dataset):
         if self.train and self.cfg.augment:
             image = _colour_jitter(image)
         sample = FrameSample(f"{row['scene_id']}/{row['image_id']}", image)
-        depth_path = self._path(row, "depth")
-        if depth_path.is_file():
-            depth = self.layout.read_depth(depth_path)[::factor, ::factor]
-            depth = np.where((depth >= self.cfg.depth_min) & (depth <= self.cfg.depth_max), depth, 0.0)
-            sample.depth = torch.from_numpy(depth.astype(np.float32))
-        seg_path = self._path(row, "segmap")
-        if seg_path.is_file():
-            seg = fileio.load_npz(seg_path).astype(np.int64)[::factor, ::factor]
-            sample.semantic2d, sample.instance2d = torch.from_numpy(seg[..., 0].copy()), torch.from_numpy(seg[..., 1].copy())
-        vol_path = self._path(row, "segmentation")
-        if self.cfg.enable_3d and vol_path.is_file():
-            vol = torch.from_numpy(fileio.load_npz(vol_path).astype(np.int64))
+        depth = self._read(row, "depth", self.layout.read_depth)
+        self._check(row, "depth", depth.shape == size, f"is {_shape(depth)}, not {_shape(size)} as its image")
+        depth = depth[::factor, ::factor]
+        valid = np.isfinite(depth) & (depth >= self.cfg.depth_min) & (depth <= self.cfg.depth_max)
+        self._check(row, "depth", valid.any(), f"has no valid pixel (all NaN, zero or outside dataset.depth_min "
+                                               f"{self.cfg.depth_min} - depth_max {self.cfg.depth_max} m)")
+        sample.depth = torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float32))
+        seg = self._read(row, "segmap", fileio.load_npz)
+        self._check(row, "segmap", seg.shape == (*size, 2), f"is {_shape(seg)}, not {_shape((*size, 2))} "
+                                                            "(semantic, instance per pixel)")
+        self._check_labels(row, "segmap", seg[..., 0])
+        seg = seg.astype(np.int64)[::factor, ::factor]
+        sample.semantic2d, sample.instance2d = torch.from_numpy(seg[..., 0].copy()), torch.from_numpy(seg[..., 1].copy())
+        if self.cfg.enable_3d:
+            vol = self._read(row, "segmentation", fileio.load_npz)
+            self._check(row, "segmentation", vol.shape == (*self.volume_dims, 2),
+                        f"is {_shape(vol)}, not {_shape((*self.volume_dims, 2))} as meta/frustum_mask.npz")
+            self._check_labels(row, "segmentation", vol[..., 0])
+            vol = torch.from_numpy(vol.astype(np.int64))
             sample.occupied, sample.semantic3d, sample.instance3d = sparse_truth(vol[..., 0], vol[..., 1])
         return sample
+
+    def _read(self, row: dict, kind: str, reader):
+        path = self._path(row, kind)
+        if not path.is_file():
+            raise DataError(f"{path}: missing ({kind} of frame {row['scene_id']}/{row['image_id']}); restore it "
+                            "or remove the frame from the split's json")
+        try:
+            return reader(path)
+        except Exception as exc:  # noqa: BLE001 - any reader's failure is this file's problem
+            reason = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise DataError(f"{path}: unreadable {kind} ({type(exc).__name__}: {reason}); re-export the "
+                            "file") from None
+
+    def _check(self, row: dict, kind: str, ok: bool, problem: str) -> None:
+        if not ok:
+            raise DataError(f"{self._path(row, kind)}: {kind} of frame {row['scene_id']}/{row['image_id']} "
+                            f"{problem}")
+
+    def _check_labels(self, row: dict, kind: str, semantic: np.ndarray) -> None:
+        if not np.issubdtype(semantic.dtype, np.integer):
+            self._check(row, kind, False, f"holds {semantic.dtype} labels, not integers")
+        bad = (semantic >= NUM_CLASSES) & (semantic != IGNORE) | (semantic < 0)
+        if bad.any():
+            self._check(row, kind, False, f"has class {int(semantic[bad].flat[0])}, outside the label set (0-"
+                                          f"{NUM_CLASSES - 1}, {IGNORE} ignored)")
+
+
+def _shape(shape) -> str:
+    return " x ".join(str(n) for n in getattr(shape, "shape", shape))
 
 
 def _colour_jitter(image: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..config import DataError
 from ..labels import CEILING, NAMES, NUM_CLASSES, is_thing
 from ..metrics import ClassScore, PanopticAccumulator, segments, thickened_segments
 
@@ -49,6 +50,8 @@ class MetricSet:
     occ_union: int = 0
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
     frames_3d: int = 0
+    # the KPI is PRQ when the model has its 3D stage, else 2D PQ; a split that lacks that truth is an error
+    require_3d: bool = False
 
     def __post_init__(self):
         if self.frustum_mask is not None:
@@ -110,7 +113,11 @@ class MetricSet:
                 if cm[c].sum() > 0:
                     ious.append(cm[c, c] / union)
             out["semantic_miou"] = float(np.mean(ious)) if ious else 0.0
-        out["kpi"] = out.get("prq", out.get("pq", 0.0))
+        kpi = "prq" if self.require_3d else "pq"
+        if kpi not in out:
+            raise DataError(f"dataset: no frame had {'3D' if self.require_3d else '2D'} truth, so {kpi.upper()}, "
+                            "the KPI, cannot be computed; check the split's files")
+        out["kpi"] = out[kpi]
         return out
 
     # everything summary() reads, as sums: DDP ranks each evaluate a shard and all-reduce this vector

@@ -70,17 +70,3 @@ def holder_of(path: str | Path) -> dict | None:
     except (OSError, ValueError):
         return None
 
-
-def is_held(path: str | Path) -> bool:
-    """Whether a live process holds the lock (a shared lock attempt fails while the exclusive one is held)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)

@@ -3,12 +3,23 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from typing import BinaryIO
 
 
+def _die_with_parent() -> None:
+    """Linux: the engine gets SIGTERM when its supervisor dies, however it dies (kill -9 included)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class LocalBackend:
-    """The engine as a subprocess of the supervisor, in its own process group so a cancel stops all of it."""
+    """The engine as a subprocess of the supervisor, in its own process group so a cancel stops all of it, and
+    tied to the supervisor's life so a supervisor killed outright does not leave it running."""
 
     def __init__(self, env: dict | None = None):
         self.env = env or {}
@@ -19,6 +30,7 @@ class LocalBackend:
     def run(self, record, store, log: BinaryIO, stop: threading.Event) -> int:
         proc = subprocess.Popen(record.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, **self.env},
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                                 cwd=store.job_dir(record.job_id))
         while True:
             try:
