@@ -150,10 +150,10 @@ class JobStore:
             time.sleep(0.2)  # the supervisor writes its final record just before exiting
             record = self._read(record.job_id)
             if record.status == RUNNING:
-                stopped = stop_orphan_engine(self.job_dir(record.job_id) / ENGINE_LOCK)
+                stopped = _stop_orphan(record, self)
                 last = last_error_line(self.log_path(record.job_id))
                 record.status, record.finished_at = FAILED, time.time()
-                record.error = "supervisor exited" + (f"; its engine (pid {stopped}) was stopped" if stopped else "") \
+                record.error = "supervisor exited" + (f"; {stopped} was stopped" if stopped else "") \
                     + (f"; last error in the log: {last}" if last else "")
                 self.save(record)
         return record
@@ -216,6 +216,14 @@ def last_error_line(log: Path, max_bytes: int = 65536) -> str | None:
             return found[-1][:300]
     found = [line for line in lines if line and not line.startswith(" ") and ("Error" in line or "Exception" in line)]
     return found[-1][:300] if found else None
+
+
+def _stop_orphan(record: JobRecord, store: JobStore) -> str | None:
+    from .backends import get_backend
+    try:
+        return get_backend(record.backend, **record.backend_options).stop_orphan(record, store)
+    except (SkillBankError, TypeError):  # a record of another version's backend options
+        return None
 
 
 def stop_orphan_engine(lock_path: Path) -> int | None:

@@ -87,7 +87,7 @@ def test_tiny_sweep_prunes_and_parent_model_is_the_best_trial(tmp_path):
     assert min(t["loss"] for t in complete) == summary["best_value"]
     children = [store.get(t["job_id"]) for t in summary["trials"] if t["job_id"]]
     assert all(c.parent_job_id == "automl-test" for c in children)
-    assert any(c.status == "cancelled" for c in children)  # a pruned child is stopped
+    assert any(c.status == "pruned" for c in children)  # a pruned child is stopped and says why
     assert summary["trial_seconds_saved_by_pruning"] > 0
     chosen = parent_checkpoint(store, "automl-test")
     assert str(chosen).startswith(str(store.results_dir(best)))

@@ -89,6 +89,18 @@ class DockerBackend:
         finally:
             container.remove(force=True)
 
+    def stop_orphan(self, record, store) -> str | None:
+        """The job's containers (found by label) go with their dead supervisor."""
+        from docker.errors import DockerException
+        try:
+            found = self._client().containers.list(filters={"label": f"tao_skill_bank.job_id={record.job_id}"})
+            for container in found:
+                container.stop(timeout=10)
+                container.remove(force=True)
+        except (DockerException, SkillBankError):
+            return None
+        return f"its container {found[0].short_id}" if found else None
+
     @staticmethod
     def _stop_on_cancel(container, stop: threading.Event) -> None:
         stop.wait()

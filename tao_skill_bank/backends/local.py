@@ -27,6 +27,11 @@ class LocalBackend:
     def check(self) -> None:
         return None
 
+    def stop_orphan(self, record, store) -> str | None:
+        from ..jobs import ENGINE_LOCK, stop_orphan_engine
+        pid = stop_orphan_engine(store.job_dir(record.job_id) / ENGINE_LOCK)
+        return f"its engine (pid {pid})" if pid else None
+
     def run(self, record, store, log: BinaryIO, stop: threading.Event) -> int:
         proc = subprocess.Popen(record.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, **self.env},
