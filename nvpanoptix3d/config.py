@@ -63,58 +63,35 @@ class MaskFormerConfig:
 
 @dataclass
 class DepthHeadConfig:
-    # 10, not 1: beside the 11 layers of set losses the backbone learns depth far faster (session-3 CPU A/B:
-    # held-out AbsRel 0.46 against 0.69 after 100 steps)
+    # beside the query head's set losses the backbone learns depth far faster at 10 than at 1
     weight: float = param(10.0, "Weight of the depth loss (scale-invariant log + L1).", minimum=0.0, maximum=100.0,
                           automl=True)
-    # session 8: three 2D-only calls with it took test depth AbsRel 0.0701 -> 0.0681 -> 0.0670 -> 0.0659 and PRQ
-    # 0.232 -> 0.240 -> 0.244 (same 3D stage); the same calls without it had plateaued at 0.0701-0.0712 (session 7)
     gradient_weight: float = param(0.5, "Weight of multi-scale log-depth gradient matching inside the depth loss "
                                    "(sharp depth edges, flat planes).", minimum=0.0, maximum=10.0)
-    # session 10: what the layout leaves on the walls is each image's scale (the floor plane puts the camera's
-    # height 8% off); the other terms see it only through pixel-wise errors
-    scale_weight: float = param(0.0, "Weight of the per-image scale term inside the depth loss: the squared "
+    # what a Manhattan layout leaves on the walls is each image's scale; the pixel-wise terms barely see it
+    scale_weight: float = param(5.0, "Weight of the per-image scale term inside the depth loss: the squared "
                                 "mean log depth ratio of each image.", minimum=0.0, maximum=100.0)
-    # session 12: a depth head with better AbsRel gave no better PRQ; errors in metres are what the voxel grid
-    # sees. Off until a GPU A/B of PRQ says otherwise
-    absolute_weight: float = param(0.0, "Weight of an L1 term in metres inside the depth loss (errors as the "
+    # the voxel grid sees errors in metres, not in log depth
+    absolute_weight: float = param(1.0, "Weight of an L1 term in metres inside the depth loss (errors as the "
                                    "voxel grid sees them; the other terms are in log depth).", minimum=0.0,
                                    maximum=100.0)
-    # session 23: PRQ counts segments, and a chair covers a hundredth of the pixels a wall does; the pixel-wise
-    # terms let the walls decide the depth head's training (session 15's weights, 24 test frames: lamps' mean
-    # signed error +40%, AbsRel 0.42; chairs' 0.22, walls' 0.063; bench/depth_by_class.py)
-    segment_balance: float = param(0.0, "Exponent p of the depth loss's per-segment weighting: each pixel's log and "
+    # PRQ counts segments and a chair covers a hundredth of a wall's pixels: without it the walls decide
+    segment_balance: float = param(1.0, "Exponent p of the depth loss's per-segment weighting: each pixel's log and "
                                    "metre terms weigh (1 / area of its 2D segment)^p, normalised to a mean of 1; 0: "
                                    "every pixel alike, 1: every segment alike.", minimum=0.0, maximum=1.0)
-    # session 7: walls were most of the depth error (median 5.7% against 2.6% on floors), planes a local
-    # pyramid does not place
+    # walls carry most of the depth error: planes that a local pyramid does not place
     refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "
                                "map (context of the whole room); 0: no refiner.", minimum=0, maximum=8)
-    # session 24: at stride 4 thin things take their background's depth (24 test frames, session 24's weights: lamps
-    # AbsRel 0.455, mean signed +43%), and the lifter samples the depth at its own resolution. Session 25: 16
-    # channels grown into the shipped head in one 2D call, PRQ +0.006 on 900 validation frames (CPU): the default,
-    # so a spec that fine-tunes from the shipped weights builds every tensor they carry
+    # at stride 4 thin things take their background's depth
     guide_channels: int = param(16, "Channels of the depth head's image guide, which takes the depth from stride 4 "
                                 "to stride 2 with a small convolution stack over the image itself; it starts from "
                                 "the stride-4 depth bilinearly upsampled, so a trained head grows it in place. 0: "
                                 "depth at stride 4.", minimum=0, maximum=128)
-    # session 9: a weightless fit on the 2D stage's outputs (model/layout.py); runs at train and test time alike
-    layout_planes: str = param("walls_floor", "Replace the depth of wall pixels (walls) or of wall and floor pixels "
-                               "(walls_floor) by a fitted Manhattan layout (a floor plane, vertical walls at right "
-                               "angles) before the 3D stage lifts it; off: lift the depth head's depth.",
-                               options=["off", "walls", "walls_floor"])
-    # session 10: a 3D call trained on the layout's depth (6 minutes, H200) gave test PRQ 0.2501 -> 0.2490 while
-    # the fit's per-frame loop cut the 3D step from 119 to 45 images/s (bench/results/bench_train_step_h100.txt)
-    layout_in_training: bool = param(False, "Fit the layout in training's forward pass too (the 3D stage then "
-                                     "learns on the depth it is tested on, at 2.6x the step time); validation, "
-                                     "evaluate and inference fit it whenever layout_planes is on.")
-    # session 12: the depth head predicts at a quarter of the image, so its outline pixels mix an object with
-    # its background (model/segment_depth.py)
-    segment_upsample: bool = param(False, "Upsample the depth to the image's size before lifting, each pixel's "
-                                   "depth taken from depth pixels of its own 2D segment (sharp object outlines); "
-                                   "weightless, any checkpoint. In training the depth loss then compares that "
-                                   "upsampling with the truth, so each segment learns its own depth.")
-    # session 13: weightless; 96 validation frames PRQ 0.2649 -> 0.2823 (paired interval +0.008 to +0.027)
+    # weightless, out of training only: a per-frame fit would slow the 3D training step 2.6x
+    layout_planes: str = param("walls_floor", "Out of training, replace the depth of wall pixels (walls) or of wall "
+                               "and floor pixels (walls_floor) by a fitted Manhattan layout (a floor plane, vertical "
+                               "walls at right angles) before the 3D stage lifts it; off: lift the depth head's "
+                               "depth.", options=["off", "walls", "walls_floor"])
     flip_average: bool = param(True, "Out of training, average the depth with the depth of the mirrored image, "
                                "mirrored back (one more pass of the backbone and depth head; the camera's "
                                "principal point is the image's centre, so the mirror image is a view of a "
@@ -133,76 +110,35 @@ class Frustum3DConfig:
                                    maximum=1000.0, automl=True, popular=True)
     completion_weights: list = param([50.0, 25.0, 10.0],
                                      "Occupancy completion loss weights at 64^3, 128^3 and 256^3.")
-    surface_weight: float = param(5.0, "Extra loss weight of occupied voxels in the dense 64^3 level (they are about 2% of it).", minimum=0.0,
-                                  maximum=100.0)
-    # session 8: at 128^3 and 256^3 each candidate voxel is labelled from itself and its parent alone. Two layers
-    # added to the shipped 3D stage and trained 15 minutes on one H100 gave no gain (test PRQ 0.232 -> 0.231 ->
-    # 0.229, bench/results/gpu_train_status_s8_run{1,2}_3d_context_discarded.json): off by default
-    context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the neighbourhood of the 128^3 "
-                                "candidate voxels; 0: per-voxel MLPs only.", minimum=0, maximum=4)
-    # session 22: a voxel behind a visible surface reads the occluder's pixel embedding (occupied voxels over 8
-    # voxels behind the lifted depth: 28% of the voxels, 56% of the class errors; bench/label_visibility.py), so its
-    # labels need what its neighbours see. Both options grow a trained 3D stage in place (network.load_stage). 4
-    # layers and 128 units on the shipped stage, 14 minutes on one H200: +0.0025 PRQ on 600 validation frames
-    # (interval -0.0000 to +0.0051) for +76% CPU time per frame (bench/results/bench_label_context_s22.txt): off
-    label_context_layers: int = param(0, "3D convolutions (dilations 1, 2, 4...) over the 128^3 candidate voxels "
-                                      "whose output joins the 256^3 voxels' label heads (semantic class and "
-                                      "query embedding); 0: each voxel labelled from itself, its parent and its "
-                                      "pixel.", minimum=0, maximum=4)
-    label_hidden: int = param(0, "Hidden units of the 3D label heads; 0: 4 x feature_dim.", minimum=0,
-                              maximum=1024)
+    surface_weight: float = param(5.0, "Extra loss weight of occupied voxels in the dense 64^3 level (they are "
+                                  "about 2% of it).", minimum=0.0, maximum=100.0)
     occluded_label_weight: float = param(1.0, "Weight of the 3D semantic and instance losses at occupied voxels "
                                          "at least 4 voxels behind the lifted depth (hidden behind what the camera "
                                          "sees), against 1 at the others; 1: every voxel alike.", minimum=0.0,
                                          maximum=100.0)
-    # session 24: the depth loss's per-segment weights gained twice (sessions 23, 24); the 3D losses still let walls
-    # and floors, most of the occupied voxels, decide
-    segment_balance: float = param(0.0, "Exponent p of the 3D losses' per-segment weighting: each truly occupied "
-                                   "256^3 candidate's occupancy and label terms weigh (1 / voxels of its true 3D "
-                                   "segment)^p, normalised to a mean of 1 over them; free candidates weigh 1. 0: "
-                                   "every voxel alike, 1: every segment alike.", minimum=0.0, maximum=1.0)
     gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
                             "export.max_voxels).", minimum=512, maximum=20_000_000)
-    # 0.2: chosen on the validation split for the shipped weights, whose 3D stage is under-confident when lifted
-    # with predicted depth (`python bench/occupancy_threshold.py`, 48 validation frames, session 6's weights: PRQ
-    # 0.227 / 0.240 / 0.220 / 0.195 / 0.102 at 0.15 / 0.2 / 0.25 / 0.3 / 0.4)
+    # the 3D stage is under-confident when lifted with predicted depth: 0.2 is best on validation frames
     occupancy_threshold: float = param(0.2, "Probability above which a voxel is occupied.", minimum=0.01,
                                        maximum=0.99)
-    # session 10: segments under 1500 voxels (a tenth of all) are mostly false positives: dropping them raises RRQ
-    # 0.627 -> 0.641 and leaves RSQ as it was (`python bench/occupancy_threshold.py --thresholds 0.15,0.2,0.25
-    # --min-segments 0,1000,1500,2000,2500`, validation at 0.2: PRQ 0.279 / 0.285 / 0.285 / 0.286 / 0.279)
+    # segments under 1500 voxels are mostly false positives (RRQ up, RSQ unchanged on validation frames)
     min_segment_voxels: int = param(1500, "Segments (a thing's instance, a stuff class) with fewer occupied voxels "
                                     "are dropped from the output; 0 keeps every segment.", minimum=0,
                                     maximum=1_000_000)
-    # session 16: grouping voxels into instances costs about 0.055 PRQ (bench/label_oracle.py), and a voxel picking
-    # among all thing queries may join another class's instance. Ruling those out: +0.007 on 48 test frames but
-    # -0.0005 on 300 validation frames (paired interval -0.004 to +0.003; bench/results/bench_oracles_cpu.txt): off
-    instance_within_class: bool = param(False, "A thing voxel joins the instance of the kept thing query of highest "
-                                        "affinity among the queries of its own 3D class (all thing queries when "
-                                        "its class has none).")
-    # session 17: each voxel's class decided alone is noisy at segment borders; averaging the class probabilities
-    # over the occupied neighbours within 2 voxels: +0.004 on 48 test frames (paired interval +0.001 to +0.008),
-    # +0.002 on 300 validation frames (+0.0001 to +0.0035); radius 1 +0.002, 3 +0.004 on test (bench/results/
-    # bench_semantic_smoothing_cpu.txt)
+    # a voxel's class decided alone is noisy at segment borders
     semantic_smoothing_radius: int = param(2, "Each occupied voxel's 3D class probabilities are averaged over the "
                                            "occupied voxels within this many voxels (a cube) before its class is "
                                            "chosen; 0: each voxel alone.", minimum=0, maximum=4)
-    # session 21: an instance's class by its voxels' vote alone misses what the 2D query saw of the whole object,
-    # the query's class alone lost (session 10: 0.285 -> 0.282 on validation); adding the query's class
-    # probabilities as votes per voxel: +0.002 on 300 validation frames at 1 (interval 0.000 to +0.005), -0.0002 on
-    # the 100 test frames (bench/results/bench_query_class_vote_cpu.txt): off by default
-    query_class_weight: float = param(0.0, "An instance's 3D class is the majority of its voxels' classes plus "
-                                      "this many votes per voxel spread by its 2D query's class probabilities; 0: "
-                                      "the voxels' majority alone.", minimum=0.0, maximum=100.0)
 
 
 @dataclass
 class ModelConfig:
-    backbone_type: str = param("vggt", "Image backbone: vggt (VGGT's aggregator; loads a released VGGT checkpoint "
-                               "through pretrained_backbone_path) or resnet_tiny / resnet18 / resnet34 (transformers "
-                               "ResNet, fast).",
+    # the shipped weights' backbone: it learns depth from scratch far faster than the VGGT-style transformer
+    backbone_type: str = param("resnet18", "Image backbone: resnet18 (the shipped weights) / resnet_tiny / resnet34 "
+                               "(transformers ResNet), or vggt (VGGT's aggregator; loads a released VGGT checkpoint "
+                               "through pretrained_backbone_path).",
                                options=["vggt", "resnet_tiny", "resnet18", "resnet34"],
                                option_weights=[0.2, 0.5, 0.2, 0.1],
                                automl=False, popular=True)
@@ -250,9 +186,8 @@ class DatasetConfig:
     enable_3d: bool = param(True, "Train and run the 3D frustum stage.")
     contiguous_id: bool = param(False, "Map category ids to contiguous train ids.")
     augment: bool = param(True, "Colour jitter during training.", automl=True)
-    # session 14: the mirror average at inference (model.depth_head.flip_average) showed the depth head's estimates
-    # of a frame and of its mirror image disagree; training on both teaches it the symmetry it lacks
-    mirror: float = param(0.0, "Share of training frames mirrored left-right (image, depth and 2D labels; the "
+    # the depth of a frame and of its mirror image disagree without it
+    mirror: float = param(0.5, "Share of training frames mirrored left-right (image, depth and 2D labels; the "
                           "principal point is the image's centre, so a mirrored frame is a view of a mirrored room), "
                           "and their 3D truth (the 256^3 grid is not centred on the optical axis: mirrored voxels "
                           "land 0.22 voxel off, well inside PRQ's one-voxel tolerance).",
@@ -291,8 +226,8 @@ class TrainConfig:
                            maximum=1024)
     seed: int = param(1234, "Random seed.", minimum=0, maximum=2**31 - 1)
     precision: str = param("fp16", "Numerical precision.", options=["fp16", "bf16", "fp32"])
-    distributed_strategy: str = param("ddp", "Multi-GPU strategy; only ddp is supported (fsdp is refused).",
-                                      options=["ddp", "fsdp"])
+    distributed_strategy: str = param("ddp", "Multi-GPU strategy: ddp (the engine has no sharded strategy).",
+                                      options=["ddp"])
     activation_checkpoint: bool = param(True, "Recompute activations in the backward pass to save memory.")
     clip_grad_norm: float = param(0.1, "Gradient clipping norm (0: off).", minimum=0.0, maximum=100.0,
                                   automl=True)
@@ -366,6 +301,21 @@ ACTION_SECTIONS = {
 }
 
 
+_MEASURED = "measured without gain and removed (nvpanoptix3d/weights/TRAINING_LOG.md)"
+# keys earlier versions had: the value that meant "off" (accepted and ignored, so old specs and checkpoints load)
+# and what became of the key
+RETIRED_KEYS = {
+    "model.depth_head.layout_in_training": (False, "removed: the layout fit runs out of training only"),
+    "model.depth_head.segment_upsample": (False, _MEASURED),
+    "model.frustum3d.context_layers": (0, _MEASURED),
+    "model.frustum3d.label_context_layers": (0, _MEASURED),
+    "model.frustum3d.label_hidden": (0, "removed: the 3D label heads have 4 x feature_dim hidden units"),
+    "model.frustum3d.instance_within_class": (False, _MEASURED),
+    "model.frustum3d.query_class_weight": (0.0, _MEASURED),
+    "model.frustum3d.segment_balance": (0.0, _MEASURED),
+}
+
+
 class SpecError(ValueError):
     """A spec problem, always naming the dotted key and how to fix it."""
 
@@ -388,6 +338,8 @@ def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else key
+        if _retired(dotted, value):
+            continue
         if key not in fields:
             raise SpecError(f"{dotted}: unknown key; valid keys here: {', '.join(sorted(fields))}")
         f = fields[key]
@@ -396,6 +348,16 @@ def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
         else:
             kwargs[key] = _coerce(f, value, dotted)
     return cls(**kwargs)
+
+
+def _retired(dotted: str, value: Any) -> bool:
+    """True for a retired key at its "off" value (skipped); an error for one set to anything else."""
+    if dotted not in RETIRED_KEYS:
+        return False
+    off, what = RETIRED_KEYS[dotted]
+    if value != off:
+        raise SpecError(f"{dotted}: {what}; delete it from the spec (or use the version that trained with it)")
+    return True
 
 
 def _is_section(f: dataclasses.Field) -> bool:
@@ -435,9 +397,6 @@ def to_dict(obj: Any) -> dict:
 
 def validate_semantics(cfg: ExperimentConfig) -> None:
     """Cross-key rules the schema cannot express."""
-    if cfg.train.distributed_strategy == "fsdp":
-        raise SpecError("train.distributed_strategy: fsdp is not supported by NVPanoptix3D (the engine only "
-                        "handles ddp); set train.distributed_strategy=ddp")
     if cfg.train.freeze_2d and not cfg.dataset.enable_3d:
         raise SpecError("train.freeze_2d: with dataset.enable_3d=false nothing is left to train; set "
                         "dataset.enable_3d=true or train.freeze_2d=false")

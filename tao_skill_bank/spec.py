@@ -103,6 +103,3 @@ def validate_spec(skill: Skill, action: str, spec: dict, schema: dict | None = N
         message = err.message if len(err.message) <= 200 else f"{safe_yaml.clip(err.instance)} is not valid " \
             f"here ({err.validator}: {safe_yaml.clip(err.validator_value)})"
         raise SkillBankError(f"spec key {path or '<root>'}: {message}")
-    if get_dotted(spec, "train.distributed_strategy") == "fsdp":
-        raise SkillBankError("spec key train.distributed_strategy: fsdp is not supported for NVPanoptix3D "
-                             "(the engine only handles ddp); " + skill.error_fix("fsdp requested"))

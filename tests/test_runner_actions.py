@@ -50,8 +50,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     graph = onnx.load(str(results / "nvpanoptix3d_3d.onnx")).graph
     depth = next(i for i in graph.input if i.name == "depth")
     size = [d.dim_value for d in depth.type.tensor_type.shape.dim][-2:]
-    upsampled = "model.depth_head.segment_upsample=true" in runtime
-    assert size == ([240, 320] if upsampled else [120, 160])   # the image's size, or the depth head's (stride 2)
+    assert size == [120, 160]   # the depth head's resolution (stride 2)
     done = [json.loads(line) for line in (results / "status.json").read_text().splitlines()][-1]
     assert done["max_abs_diff_2d"] < 1e-3 and done["max_abs_diff_3d"] < 1e-2
     assert done["shared_candidates_3d"] > 0.95
@@ -59,8 +58,8 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
 
 
 def test_every_action_local_backend(capsys, tmp_path, cache_env):
-    # the segment-guided upsampling on: the 3D ONNX file then takes the depth at the image's size
-    _chain(capsys, tmp_path, ["--backend", "local"], ["model.depth_head.segment_upsample=true"])
+    # a weightless setting the children's spec chooses over the parent's stored one
+    _chain(capsys, tmp_path, ["--backend", "local"], ["model.frustum3d.min_segment_voxels=0"])
 
 
 def test_every_action_docker_backend(capsys, tmp_path, cache_env, docker_image):

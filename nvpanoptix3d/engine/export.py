@@ -110,8 +110,7 @@ def run_export(cfg: ExperimentConfig) -> dict:
     result = {"onnx_file_2d": str(path2d), "max_abs_diff_2d": diff2d}
     if model.stage3d is not None:
         o = model.forward_2d(image)
-        # the 3D file takes the depth the 3D stage lifts: at the image's size when segment_upsample is on
-        depth = o.depth if model.upsample is None else model.upsample(o.depth, o.class_logits, o.mask_logits)
+        depth = o.depth  # the 3D file takes the depth the 3D stage lifts
         path3d = Path(ex.onnx_file_3d or results / "nvpanoptix3d_3d.onnx")
         diff3d = _export(Stage3D(model), (o.mask_features, depth, o.query_embed), path3d,
                          ["mask_features", "depth", "query_embed"], OUT_3D, ex.opset_version, _voxelwise_diff)

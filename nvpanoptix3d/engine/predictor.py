@@ -33,17 +33,15 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
 
 
 # inference-time settings the spec keeps even when the checkpoint brings its own architecture
-RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "depth_head.segment_upsample", "depth_head.flip_average",
+RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "depth_head.flip_average",
                 "frustum3d.max_voxels", "frustum3d.occupancy_threshold", "frustum3d.min_segment_voxels",
-                "frustum3d.instance_within_class", "frustum3d.semantic_smoothing_radius",
-                "frustum3d.query_class_weight", "mask_former.test_topk",
+                "frustum3d.semantic_smoothing_radius", "mask_former.test_topk",
                 "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
 
 
 # architecture keys added after checkpoints were first stored: the value that a stored model section without the key
 # was trained with (the spec's default would build parts the checkpoint has no tensors for)
-ADDED_KEYS = {"depth_head.refine_layers": 0, "depth_head.guide_channels": 0, "frustum3d.context_layers": 0,
-              "frustum3d.label_context_layers": 0, "frustum3d.label_hidden": 0}
+ADDED_KEYS = {"depth_head.refine_layers": 0, "depth_head.guide_channels": 0}
 
 
 def _architecture_from(stored: dict, spec_model: ModelConfig) -> ModelConfig:

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import ExperimentConfig, SpecError
 from ..data import collate, get_dataset
-from ..model.backbone import ResNetBackbone
 from . import interrupt
 from .checkpoint import checkpoint_config, load_state_dict, read_checkpoint, require_loaded
 from .module import PanopticModule
@@ -177,20 +176,12 @@ def stage_init(module: PanopticModule, cfg: ExperimentConfig, status: StatusWrit
         if not path or (stage == "3d" and module.model.stage3d is None):
             continue
         result = module.model.load_stage(load_state_dict(path, key), stage)
-        loaded = result.loaded
         prefixes = module.model.STAGE_PREFIXES[stage]
         expected = sum(1 for name in module.model.state_dict() if name.startswith(prefixes))
-        require_loaded(len(loaded) + len(result.grown), expected, path, key)
-        status.write("init", stage=stage, path=path, loaded=len(loaded), grown=len(result.grown),
-                     skipped=len(result.skipped))
-        print(f"[init] {key}: {len(loaded)} tensors loaded, {len(result.grown)} widened, {len(result.skipped)} "
-              "skipped (shape or name mismatch)")
-        backbone = module.model.backbone
-        if stage == "2d" and isinstance(backbone, ResNetBackbone) and any(n.startswith("backbone.") for n in loaded):
-            fresh = backbone.start_fresh_blocks_as_identity(loaded, prefix="backbone.")
-            if fresh:
-                print(f"[init] {key}: {len(fresh)} backbone blocks it lacks start as identity (the deeper ResNet "
-                      "starts as the checkpoint's)")
+        require_loaded(len(result.loaded), expected, path, key)
+        status.write("init", stage=stage, path=path, loaded=len(result.loaded), skipped=len(result.skipped))
+        print(f"[init] {key}: {len(result.loaded)} tensors loaded, {len(result.skipped)} skipped (shape or name "
+              "mismatch)")
 
 
 BACKBONE_KEYS = ("backbone_type", "embed_dim", "depth")
@@ -199,16 +190,10 @@ BACKBONE_KEYS = ("backbone_type", "embed_dim", "depth")
 def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
     """Fine-tuning from a 2D checkpoint of another backbone would load none of its backbone tensors: train
     with the backbone the checkpoint was trained with (its stored model section), as evaluate and inference
-    do. Heads, loss weights and everything AutoML searches stay the spec's. A spec's ResNet that deepens the
-    checkpoint's (resnet34 over resnet18) is kept: its first blocks take the checkpoint's, the rest start as
-    identity (stage_init)."""
+    do. Heads, loss weights and everything AutoML searches stay the spec's."""
     path = cfg.train.checkpoint_2d
     stored = checkpoint_config(path) if path and Path(path).is_file() else None
     if not stored or all(stored.get(k) == getattr(cfg.model, k) for k in BACKBONE_KEYS):
-        return cfg
-    if ResNetBackbone.deepens(cfg.model.backbone_type, stored.get("backbone_type", "")):
-        print(f"[init] train.checkpoint_2d: {path} was trained with {stored['backbone_type']}; growing it into "
-              f"{cfg.model.backbone_type}")
         return cfg
     theirs = {k: stored[k] for k in BACKBONE_KEYS if k in stored}
     print(f"[init] train.checkpoint_2d: {path} was trained with {theirs}; training with that backbone")

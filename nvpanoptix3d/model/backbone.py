@@ -35,31 +35,6 @@ class ResNetBackbone(nn.Module):
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net((image - self.mean) / self.std).feature_maps)
 
-    @classmethod
-    def deepens(cls, deeper: str, shallower: str) -> bool:
-        """Whether `deeper` is `shallower` with more blocks per stage (resnet18 -> resnet34): its first blocks can
-        take every tensor of the shallower one."""
-        if deeper not in cls.SIZES or shallower not in cls.SIZES or deeper == shallower:
-            return False
-        (h1, d1, e1, l1), (h2, d2, e2, l2) = cls.SIZES[deeper], cls.SIZES[shallower]
-        return (h1, e1, l1) == (h2, e2, l2) and all(a >= b for a, b in zip(d1, d2))
-
-    def start_fresh_blocks_as_identity(self, loaded: list[str], prefix: str = "") -> list[str]:
-        """Zero the last norm's scale of each residual block that got none of `loaded` (names under `prefix`): the
-        block then adds nothing, and as its input is a ReLU's output it passes it on unchanged, so a ResNet grown
-        from a shallower one starts by computing exactly what the shallower one did. Returns those blocks."""
-        fresh = []
-        for s, stage in enumerate(self.net.encoder.stages):
-            for m, block in enumerate(stage.layers):
-                name = f"{prefix}net.encoder.stages.{s}.layers.{m}."
-                # a block that changes width or stride has a shortcut convolution: it cannot start as identity
-                if m == 0 or not isinstance(block.shortcut, nn.Identity) or any(n.startswith(name) for n in loaded):
-                    continue
-                with torch.no_grad():
-                    block.layer[-1].normalization.weight.zero_()
-                fresh.append(name)
-        return fresh
-
 
 def get_backbone(cfg: ModelConfig, checkpointing: bool = False) -> nn.Module:
     if cfg.backbone_type == "vggt":
@@ -92,7 +67,11 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> list[str]:
         from safetensors.torch import load_file
         state = load_file(str(p))
     else:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        try:  # weights only: a file that needs more could run code
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - refused or unreadable, this file's problem either way
+            raise SpecError(f"model.pretrained_backbone_path: {path} is not a plain tensor file "
+                            f"({type(exc).__name__}); pass a .safetensors file") from None
         state = state.get("state_dict", state.get("model", state))
     for prefix in BACKBONE_PREFIXES:
         if any(k.startswith(prefix) for k in state):

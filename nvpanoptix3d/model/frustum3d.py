@@ -118,44 +118,6 @@ class CoarseNet(nn.Module):
         return self.occ(feat)[:, 0], feat
 
 
-class VoxelContext(nn.Module):
-    """Neighbourhood context for the candidate voxels of a level, whose MLP sees only its own voxel and parent:
-    their features scattered into the level's grid (cropped to the frustum's box), 3D convolutions with dilations
-    1, 2, 4..., read back at the candidates. Added to the features it reads (out_features None), its output starts at
-    zero, so context added to a trained stage starts from that stage's predictions."""
-
-    def __init__(self, mask: torch.Tensor, features: int, channels: int, layers: int,
-                 out_features: int | None = None):
-        super().__init__()
-        inside = mask.nonzero()
-        low, high = inside.min(0).values, inside.max(0).values + 1
-        self.register_buffer("low", low, persistent=False)
-        self.box = tuple((high - low).tolist())
-        self.inp = nn.Linear(features, channels)
-        self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=2 ** i, dilation=2 ** i)
-                                   for i in range(layers))
-        self.out = nn.Linear(channels, out_features or features)
-        if out_features is None:
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
-
-    def forward(self, index: torch.Tensor, valid: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        """index B x K x 3 (unique where valid), valid B x K, feat B x K x F -> B x K x out_features."""
-        b, k = valid.shape
-        d0, d1, d2 = self.box
-        local = index - self.low
-        flat = (local[..., 0] * d1 + local[..., 1]) * d2 + local[..., 2]
-        # voxels outside the frustum all land in one spare slot past the box (a plain scatter, ONNX opset 11+)
-        flat = torch.where(valid, flat, d0 * d1 * d2)[:, None].expand(-1, self.inp.out_features, -1)
-        x = self.inp(feat).transpose(1, 2)                                               # B x C x K
-        vol = x.new_zeros(b, x.shape[1], d0 * d1 * d2 + 1).scatter(2, flat, x)
-        grid = vol[..., :-1].reshape(b, -1, d0, d1, d2)
-        for conv in self.convs:
-            grid = grid + F.gelu(conv(grid))
-        vol = torch.cat([grid.flatten(2), vol[..., -1:]], 2)
-        return self.out(vol.gather(2, flat).transpose(1, 2))
-
-
 def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
                          nn.Linear(hidden, cout))
@@ -174,12 +136,10 @@ class Frustum3D(nn.Module):
         self.coarse = CoarseNet(c + 3, 2 * c)
         self.mid = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
         self.fine = mlp(2 * c + c + 3 + 3, 4 * c, 1 + 2 * c)
-        # label heads read [voxel features, pixel embedding, label context]: the context's inputs come last, so a
-        # stage trained without them loads with zero weights there (network.load_stage)
-        label_in = 2 * c + pixel_dim + (c if f3.label_context_layers else 0)
-        hidden = f3.label_hidden or 4 * c
-        self.semantic = mlp(label_in, hidden, cfg.sem_seg_head.num_classes)
-        self.embed = mlp(label_in, hidden, pixel_dim)
+        # label heads read [voxel features, pixel embedding at the voxel's projection]
+        label_in = 2 * c + pixel_dim
+        self.semantic = mlp(label_in, 4 * c, cfg.sem_seg_head.num_classes)
+        self.embed = mlp(label_in, 4 * c, pixel_dim)
         nn.init.zeros_(self.embed[-1].weight)  # start as the 2D embedding at the voxel's projection
         nn.init.zeros_(self.embed[-1].bias)
         d = grid.dims
@@ -187,12 +147,6 @@ class Frustum3D(nn.Module):
         self.register_buffer("mask64", F.max_pool3d(mask[None, None].float(), 4)[0, 0] > 0, persistent=False)
         self.register_buffer("mask128", F.max_pool3d(mask[None, None].float(), 2)[0, 0] > 0, persistent=False)
         self.register_buffer("mask256", mask, persistent=False)
-        self.mid_context = VoxelContext(self.mask128, 1 + 2 * c, c, f3.context_layers) \
-            if f3.context_layers else None
-        # its own reduction of the pixel embeddings: the occupancy's (self.reduce) keeps what geometry needs
-        self.label_reduce = nn.Linear(pixel_dim, c) if f3.label_context_layers else None
-        self.label_context = VoxelContext(self.mask128, c + 3 + 1 + 2 * c, c, f3.label_context_layers, c) \
-            if f3.label_context_layers else None
         idx64 = torch.stack(torch.meshgrid(*[torch.arange(s // 4) for s in d], indexing="ij"), -1)
         self.register_buffer("index64", idx64, persistent=False)
 
@@ -225,9 +179,9 @@ class Frustum3D(nn.Module):
         # reduce, then sample: sampling is linear, so this is reduce(sample(pixels)) at a fraction of the channels
         reduced = F.conv2d(pixels, self.reduce.weight[:, :, None, None])
 
-        def lift(index, factor, reduce=self.reduce, reduced=reduced):
+        def lift(index, factor):
             sampled = self.lifter(index, factor, reduced, depth)
-            return torch.cat([sampled[..., :-3] + reduce.bias, sampled[..., -3:]], -1)
+            return torch.cat([sampled[..., :-3] + self.reduce.bias, sampled[..., -3:]], -1)
 
         idx64 = self.index64.reshape(1, -1, 3).expand(b, -1, -1)
         lifted = lift(idx64, 4)                                               # B x 64^3 x (C+3)
@@ -249,8 +203,6 @@ class Frustum3D(nn.Module):
         mid_in = torch.cat([parent_feat.repeat_interleave(8, 1), lift(mid_index, 2),
                             self._child_position(mid_index)], -1)
         mid_out = self.mid(mid_in)
-        if self.mid_context is not None:
-            mid_out = mid_out + self.mid_context(mid_index, mid_valid, mid_out)
         mid_logits = mid_out[..., 0].masked_fill(~mid_valid, -20.0)
         mid_feat = mid_out[..., 1:]
         # 256 level: children of the top-k2 candidates at 128
@@ -269,19 +221,11 @@ class Frustum3D(nn.Module):
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
         fine_feat = fine_out[..., 1:]
-        fine_context = None
-        if self.label_context is not None:
-            label_pixels = F.conv2d(pixels, self.label_reduce.weight[:, :, None, None])
-            context_in = torch.cat([lift(mid_index, 2, self.label_reduce, label_pixels), mid_out], -1)
-            context = self.label_context(mid_index, mid_valid, context_in)
-            # each 256^3 voxel takes its parent's: fine_index holds the 8 children of each of parents128 in turn
-            fine_context = torch.gather(context, 1, top2[..., None].expand(-1, -1, context.shape[-1]))
-            fine_context = fine_context.repeat_interleave(8, 1)
-        label = partial(self._label_rows, fine_index, fine_feat, fine_context, pixels, query_embed)
+        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
         geometry = (coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits)
         if label_all:  # static shapes for ONNX export
             semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
-                                                 fine_context, query_embed)
+                                                 query_embed)
             return Output3D(*geometry, semantic, query_logits, 0.0, label)
         if self.training:  # the losses label only the occupied voxels they read
             # the lifting cue sdf * inside is clamped at 4 voxels behind the depth: 1 there
@@ -294,21 +238,18 @@ class Frustum3D(nn.Module):
         semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
         return Output3D(*geometry, semantic, query_logits, self.label_above, label)
 
-    def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, context: torch.Tensor | None,
-               query_embed: torch.Tensor):
-        """Semantic logits and query affinities of voxels (... x V) from their 3D features, 2D embeddings and
-        label context (None without one)."""
-        head_in = torch.cat([feat, pixel] if context is None else [feat, pixel, context], -1)
+    def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, query_embed: torch.Tensor):
+        """Semantic logits and query affinities of voxels (... x V) from their 3D features and 2D embeddings."""
+        head_in = torch.cat([feat, pixel], -1)
         embed = pixel + self.embed(head_in)
         return self.semantic(head_in), embed @ query_embed.transpose(-1, -2)
 
-    def _label_rows(self, fine_index, fine_feat, fine_context, pixels, query_embed, rows: torch.Tensor):
+    def _label_rows(self, fine_index, fine_feat, pixels, query_embed, rows: torch.Tensor):
         semantic, query = [], []
         for i in range(rows.shape[0]):
             r = rows[i].nonzero()[:, 0]
             pixel = self.lifter.features_at(fine_index[i:i + 1, r], 1, pixels[i:i + 1])[0]
-            context = None if fine_context is None else fine_context[i, r]
-            sem, aff = self._heads(fine_feat[i, r], pixel, context, query_embed[i])
+            sem, aff = self._heads(fine_feat[i, r], pixel, query_embed[i])
             semantic.append(sem)
             query.append(aff)
         return torch.cat(semantic), torch.cat(query)

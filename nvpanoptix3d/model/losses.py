@@ -5,9 +5,6 @@ the GPU (kernel launches and synchronisations, see bench/results/gpu_profile_ste
 """
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
-
 import torch
 from torch.nn import functional as F
 
@@ -15,7 +12,6 @@ from ..config import ExperimentConfig
 from ..data.sample import Batch
 from .matching import IMAGE_SHIFT, Matches, gt_segments, hungarian_match, segment_key
 from .network import ModelOutput
-from .segment_depth import SegmentDepthUpsampler
 
 VOXEL_SHIFT = 24  # 256^3 voxel keys fit in 24 bits; the image index goes above
 
@@ -58,12 +54,10 @@ def _weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.T
 
 def depth_loss(pred: torch.Tensor, gt: torch.Tensor, gradient_weight: float = 0.0,
                scale_weight: float = 0.0, absolute_weight: float = 0.0,
-               upsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
                pixel_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """pred B x h x w against gt B x H x W (0: no truth); `upsample` takes pred to gt's size (default bilinear);
-    pixel_weight (B x H x W) weighs the pixels of the log and metre L1 terms (None: alike)."""
-    pred = upsample(pred.float()).float() if upsample is not None else \
-        F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    """pred B x h x w (bilinearly upsampled) against gt B x H x W (0: no truth); pixel_weight (B x H x W) weighs
+    the pixels of the log and metre L1 terms (None: alike)."""
+    pred = F.interpolate(pred[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     valid = gt > 0
     if not valid.any():
         return pred.sum() * 0
@@ -163,10 +157,8 @@ def fine_truth(out3d, batch: Batch, side: int):
     return found, torch.where(found, sem[pos], 0), torch.where(found, inst[pos], 0)
 
 
-def _weighted_bce(logits, target, valid, surface_weight, voxel_weight=None):
+def _weighted_bce(logits, target, valid, surface_weight):
     w = valid.float() * (1.0 + surface_weight * target.float())
-    if voxel_weight is not None:
-        w = w * voxel_weight
     loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), weight=w, reduction="sum")
     return loss / w.sum().clamp(min=1.0)
 
@@ -198,29 +190,12 @@ def _label_losses(o, occ, sem, inst, matches: Matches, voxel_weight: torch.Tenso
     return sem_loss, _weighted_mean(inst_loss, None if weight is None else weight[hit[occ]])
 
 
-def segment_balance_3d(batch: Batch, occ, sem, inst, power: float) -> torch.Tensor:
-    """B x K weights of the 256^3 candidates: at the truly occupied ones (occ) (1 / voxels of their true 3D
-    segment)^power, normalised to a mean of 1 over them (the occupancy loss keeps its balance of occupied and
-    free); 1 at the others. Segments are counted in the whole truth, as PRQ counts them."""
-    if not occ.any():
-        return torch.ones(occ.shape, device=occ.device)
-    image, _, sem_all, inst_all = _stacked_truth(batch)
-    keys, counts = _image_segment_key(image, sem_all, inst_all).unique(return_counts=True)
-    rows = torch.arange(occ.shape[0], device=occ.device)[:, None]
-    pos = torch.searchsorted(keys, _image_segment_key(rows, sem, inst)).clamp(max=len(keys) - 1)
-    weight = torch.where(occ, counts[pos].float().pow(-power), 0.0)
-    return torch.where(occ, weight * occ.sum() / weight.sum(), 1.0)
-
-
-def voxel_weights(o, batch: Batch, occ, sem, inst, f3) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """B x K weights of the 256^3 candidates in the occupancy and in the label losses (None: alike), from
-    model.frustum3d.segment_balance (both) and occluded_label_weight (labels)."""
-    balance = segment_balance_3d(batch, occ, sem, inst, f3.segment_balance) if f3.segment_balance else None
-    label_weight = balance
+def label_weights(o, f3) -> torch.Tensor | None:
+    """B x K weights of the 256^3 candidates in the label losses (None: alike): occluded_label_weight behind the
+    lifted depth."""
     if f3.occluded_label_weight != 1.0 and o.fine_hidden is not None:
-        hidden = torch.where(o.fine_hidden, f3.occluded_label_weight, 1.0)
-        label_weight = hidden if balance is None else balance * hidden
-    return balance, label_weight
+        return torch.where(o.fine_hidden, f3.occluded_label_weight, 1.0)
+    return None
 
 
 def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128) -> dict:
@@ -234,9 +209,8 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     # candidates at 128 and 256 are children of (mostly) occupied voxels, already balanced: no extra weight
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ, sem, inst = fine_truth(o, batch, side)
-    occupancy_weight, label_weight = voxel_weights(o, batch, occ, sem, inst, f3)
-    loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0, occupancy_weight)
-    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, label_weight)
+    loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
+    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, label_weights(o, f3))
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
@@ -250,16 +224,11 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
         losses.update({f"{k}_aux": v[:-1].sum() for k, v in per_layer.items()})
     if batch.depths is not None:
         head = cfg.model.depth_head
-        upsample = None
-        if head.segment_upsample:  # train the depth the 3D stage will lift: each segment keeps its own depth
-            upsampler = SegmentDepthUpsampler(tuple(batch.depths.shape[-2:]))
-            upsample = partial(upsampler.upsample, class_logits=o.class_logits.detach(),
-                               mask_logits=o.mask_logits.detach())
         balance = None
         if head.segment_balance and batch.has_2d_truth:
             balance = segment_balance_weight(batch.semantic2d, batch.instance2d, head.segment_balance)
         losses["depth"] = head.weight * depth_loss(o.depth, batch.depths, head.gradient_weight, head.scale_weight,
-                                                   head.absolute_weight, upsample, balance)
+                                                   head.absolute_weight, balance)
     return losses
 
 

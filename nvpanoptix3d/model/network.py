@@ -13,7 +13,6 @@ from .backbone import get_backbone
 from .frustum3d import Frustum3D, Output3D
 from .head2d import Head2D, Output2D
 from .layout import get_layout
-from .segment_depth import get_segment_upsampler
 
 
 @dataclass
@@ -24,10 +23,9 @@ class ModelOutput:
 
 @dataclass
 class StageLoad:
-    """Names of a checkpoint's stage tensors: copied as they are, widened (see load_stage), or left out."""
+    """Names of a checkpoint's stage tensors: copied, or left out (shape or name mismatch)."""
     loaded: list[str]
     skipped: list[str]
-    grown: list[str]
 
 
 def get_grid(cfg: ExperimentConfig) -> FrustumGrid:
@@ -48,10 +46,7 @@ class PanopticReconstruction(nn.Module):
         self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels) \
             if self.enable_3d else None
         self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
-        self.layout_in_training = cfg.model.depth_head.layout_in_training
         self.flip_average = cfg.model.depth_head.flip_average
-        self.upsample = get_segment_upsampler(cfg.model.depth_head.segment_upsample,
-                                              tuple(reversed(cfg.dataset.target_size)))
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         out = self.head2d(self.backbone(images), images)
@@ -65,13 +60,11 @@ class PanopticReconstruction(nn.Module):
 
     def lifting_depth(self, out2d: Output2D, gt_depth: torch.Tensor | None = None,
                       teacher: torch.Tensor | None = None) -> torch.Tensor:
-        """The depth the 3D stage lifts with: the 2D stage's, through the layout and the segment upsampling; in the
-        frames `teacher` (B bool) picks, the ground-truth depth (gt_depth, B x H x W) wherever it has a value."""
+        """The depth the 3D stage lifts with: the 2D stage's, through the layout out of training; in the frames
+        `teacher` (B bool) picks, the ground-truth depth (gt_depth, B x H x W) wherever it has a value."""
         depth = out2d.depth.detach()
-        if self.layout is not None and (self.layout_in_training or not self.training):
+        if self.layout is not None and not self.training:
             depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
-        if self.upsample is not None:
-            depth = self.upsample(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
         if gt_depth is not None and teacher is not None:
             gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
             pick = teacher.to(depth.device).view(-1, 1, 1)
@@ -98,12 +91,10 @@ class PanopticReconstruction(nn.Module):
         return [getattr(self, prefix.rstrip(".")) for prefix in self.STAGE_PREFIXES[stage]]
 
     def load_stage(self, state: dict, stage: str) -> StageLoad:
-        """Copy a stage's tensors that fit. A Linear layer the model has widened (more hidden units, inputs appended
-        after the stored ones) takes the stored block and its new input columns start at zero, so a widened MLP
-        computes what the stored one did until it trains; its new hidden units start fresh."""
+        """Copy a stage's tensors whose names and shapes fit; parts the checkpoint lacks keep their own start."""
         own = self.state_dict()
         prefixes = self.STAGE_PREFIXES[stage]
-        result = StageLoad([], [], [])
+        result = StageLoad([], [])
         for name, value in state.items():
             name = name[len("model."):] if name.startswith("model.") else name
             if not name.startswith(prefixes):
@@ -111,19 +102,7 @@ class PanopticReconstruction(nn.Module):
             if name in own and own[name].shape == value.shape:
                 own[name] = value
                 result.loaded.append(name)
-            elif name in own and self._widened_linear(name, own[name], value):
-                grown = own[name].clone()
-                if value.dim() == 2:
-                    grown[:value.shape[0], value.shape[1]:] = 0
-                grown[tuple(slice(0, n) for n in value.shape)] = value
-                own[name] = grown
-                result.grown.append(name)
             else:
                 result.skipped.append(name)
         self.load_state_dict(own)
         return result
-
-    def _widened_linear(self, name: str, own: torch.Tensor, stored: torch.Tensor) -> bool:
-        owner = self.get_submodule(name.rsplit(".", 1)[0])
-        return isinstance(owner, nn.Linear) and own.dim() == stored.dim() and \
-            all(o >= s for o, s in zip(own.shape, stored.shape))

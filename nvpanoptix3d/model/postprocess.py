@@ -96,12 +96,9 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     if things.any() and thing_voxel.any() and mode != "semantic":
         q_idx = things.nonzero()[:, 0]
         affinity = out3d.query_logits[i][occupied][thing_voxel][:, q_idx].float()
-        if f3.instance_within_class:
-            affinity = within_class(affinity, label[q_idx], semantic[thing_voxel])
         instance[thing_voxel] = q_idx[affinity.argmax(-1)] + 1
-        # an instance takes the majority class of its voxels, its query's class probabilities adding votes
-        semantic[thing_voxel] = majority_class(instance[thing_voxel], semantic[thing_voxel],
-                                               query_class_votes(out2d.class_logits[i], f3.query_class_weight))
+        # an instance takes the majority class of its voxels
+        semantic[thing_voxel] = majority_class(instance[thing_voxel], semantic[thing_voxel])
         scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
     prob_kept = prob[occupied]
     keep_vox = large_segments(semantic, instance, f3.min_segment_voxels)
@@ -139,33 +136,12 @@ def neighbour_mean(index: torch.Tensor, values: torch.Tensor, radius: int) -> to
     return (adjacency @ values) / counts[:, None].to(values.dtype)
 
 
-def majority_class(group: torch.Tensor, semantic: torch.Tensor,
-                   votes_per_voxel: torch.Tensor | None = None) -> torch.Tensor:
-    """V group ids (any integers), V classes -> V: the most frequent class of each voxel's group.
-    votes_per_voxel (groups x classes, row g for group id g): extra votes each voxel of group g adds."""
-    ids, inverse, counts = group.unique(return_inverse=True, return_counts=True)
+def majority_class(group: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+    """V group ids (any integers), V classes -> V: the most frequent class of each voxel's group."""
+    ids, inverse = group.unique(return_inverse=True)
     votes = torch.zeros(len(ids), NUM_CLASSES, device=semantic.device)
     votes.index_put_((inverse, semantic), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
-    if votes_per_voxel is not None:
-        votes = votes + counts[:, None] * votes_per_voxel[ids].to(votes.device)
     return votes.argmax(-1)[inverse]
-
-
-def query_class_votes(class_logits: torch.Tensor, weight: float) -> torch.Tensor | None:
-    """N x C query class logits -> (N + 1) x C votes per voxel of instance id q + 1 (no-object gets none);
-    None at weight 0."""
-    if weight <= 0:
-        return None
-    prob = class_logits.float().softmax(-1)
-    prob[:, 0] = 0
-    return weight * torch.cat([prob.new_zeros(1, prob.shape[1]), prob])
-
-
-def within_class(affinity: torch.Tensor, query_class: torch.Tensor, voxel_class: torch.Tensor) -> torch.Tensor:
-    """V x Q voxel-to-query affinities with the queries of another class than the voxel's ruled out, for voxels
-    whose class has a query."""
-    same = query_class[None, :] == voxel_class[:, None]
-    return affinity.masked_fill(~same & same.any(1, keepdim=True), float("-inf"))
 
 
 def large_segments(semantic: torch.Tensor, instance: torch.Tensor, min_voxels: int) -> torch.Tensor:
