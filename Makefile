@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test schemas example-data docker-image bench-synth clean
+.PHONY: setup demo test test-fast schemas example-data docker-image bench-synth clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the quick checks only (no subprocess, training or service tests): seconds to a few minutes
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 schemas: setup
 	$(BIN)/python -m tao_skill_bank.schema_gen

@@ -6,10 +6,10 @@ class as PRQ sums them).
         [--frames 96] [--first 0] [--split val] [--samples 2000] [--views-per-scene 4]
         [--counts-out F.npz] [--pool F.npz ...]
 
-Why: PRQ over 96 frames moves by a few thousandths between halves of a split (bench/results/bench_val96_s11.txt),
-as much as most changes tried since session 9; a choice is worth making when the interval excludes zero. The
+Why: PRQ over 96 frames moves by a few thousandths between halves of a split,
+as much as most changes tried; a choice is worth making when the interval excludes zero. The
 synthetic splits hold 4 consecutive views of each room, which share its layout and its scale error: resampling
-frames one by one would count them as independent and narrow the interval (session 28).
+frames one by one would count them as independent and narrow the interval.
 """
 import numpy as np
 import torch

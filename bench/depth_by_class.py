@@ -2,7 +2,7 @@
 and inside surfaces, by distance, and after aligning each image's median scale, on held-out synthetic frames;
 with each group's share of pixels within PRQ's tolerance (evaluate's depth_in_tolerance); and each image's scale
 error (the median of log(predicted / true) over its pixels, of all classes, of walls and of floors) across frames: a
-wall's segment matches only within 1-1.5% at 4-6 m, and the walls' error follows the image's scale (session 26).
+wall's segment matches only within 1-1.5% at 4-6 m, and the walls' error follows the image's scale.
 
     python bench/depth_by_class.py [--checkpoint PATH] [--frames 24]
 

@@ -71,6 +71,7 @@ def _automl_cmd(jobs, job_id, trials):
             "asha", "--metric", "loss", "--ptm", "none", "--json", *overrides]
 
 
+@pytest.mark.slow
 def test_tiny_sweep_prunes_and_parent_model_is_the_best_trial(tmp_path):
     jobs = tmp_path / "jobs"
     run = subprocess.run(_automl_cmd(jobs, "automl-test", 5), capture_output=True, text=True, cwd=REPO,
@@ -100,6 +101,7 @@ def study_storage(request, tmp_path):
     return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_the_same_study(tmp_path, study_storage):
     jobs = tmp_path / "jobs"
     job_id = f"automl-resume-{tmp_path.name[-12:]}"  # one study per test run in a shared database

@@ -124,6 +124,7 @@ def test_fsdp_and_downsample_mismatch_refused_with_the_reason():
         validate_semantics(cfg)
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_one_batch(tmp_path):
     torch.manual_seed(0)
     cfg = load_config(str(_spec_file(tmp_path)), ["results_dir=" + str(tmp_path / "r"), "dataset.augment=false"])
@@ -164,6 +165,7 @@ def _train(tmp_path, name, extra):
     return blob["state_dict"]
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_identically(tmp_path):
     # with the mirror on: which frames a step mirrors must not depend on where the run was resumed
     straight = _train(tmp_path, "straight", ["train.num_epochs=2", "dataset.mirror=0.5"])
@@ -178,6 +180,7 @@ def test_resume_continues_bit_identically(tmp_path):
     assert all("losses" in e and "images_per_s" in e for e in events if e["event"] == "epoch")
 
 
+@pytest.mark.slow
 def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(tmp_path):
     """The multi-GPU path on gloo: sharded training and validation, metric sums all-reduced, one status record
     per event. The ranks' merged validation must equal a one-process evaluation of the saved checkpoint."""
@@ -208,6 +211,7 @@ def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(t
     assert short.returncode == 2 and "dataset.val: 1 frame(s) for 2 training processes" in short.stderr
 
 
+@pytest.mark.slow
 def test_cli_contract_exit_codes(tmp_path):
     spec = _spec_file(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec), "train.num_gpuz=1",
@@ -236,6 +240,7 @@ def test_staged_initialisation_from_the_shipped_weights():
     assert all(n.startswith("stage3d.") for n in loaded3d)
 
 
+@pytest.mark.slow
 def test_fine_tuning_takes_the_backbone_of_checkpoint_2d(tmp_path):
     """A spec that names another backbone than the 2D checkpoint's would load none of its backbone tensors."""
     _train(tmp_path, "parent", [])
@@ -300,6 +305,7 @@ def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
     assert torch.allclose(before + stage.reduce.bias, after, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
     """scripts/gpu_train.sh STAGE=2d: the 2D checkpoint's tensors plus the 3D stage of the weights it came from."""
     from nvpanoptix3d.engine.checkpoint import load_state_dict
@@ -453,6 +459,7 @@ def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
         assert float(stacked["class"][i]) == pytest.approx(mf.class_weight * float(reference), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_freeze_2d_trains_the_3d_stage_alone(tmp_path):
     _train(tmp_path, "parent", [])
     parent_path = tmp_path / "parent" / "checkpoints" / "last.ckpt"

@@ -168,6 +168,7 @@ def test_a_job_whose_engine_gets_sigterm_reads_cancelled_not_done(tmp_path):
     assert result["status"] == "cancelled" and result["exit_code"] == 143 and "SIGTERM" in result["error"]
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_reads_pruned(tmp_path):
     store = job_api.JobStore(tmp_path / "jobs")
     record = job_api.create_job(store, "train", "skill", {}, "local",
@@ -256,6 +257,7 @@ _HOLD_LOCK = ("import sys, time\nfrom nvpanoptix3d.engine.joblock import JobLock
               "print('held', flush=True)\ntime.sleep(120)\n")
 
 
+@pytest.mark.slow
 def test_a_second_engine_on_a_job_is_refused_and_a_dead_holders_lock_taken_over(tmp_path):
     from nvpanoptix3d.engine.joblock import JobLock
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
@@ -271,6 +273,7 @@ def test_a_second_engine_on_a_job_is_refused_and_a_dead_holders_lock_taken_over(
     assert JobLock(tmp_path).acquire().took_over is None  # released cleanly: nothing to take over
 
 
+@pytest.mark.slow
 def test_relaunching_a_live_job_is_refused(tmp_path):
     store = job_api.JobStore(tmp_path / "jobs")
     record = job_api.create_job(store, "train", "skill", {}, "local",
@@ -281,6 +284,7 @@ def test_relaunching_a_live_job_is_refused(tmp_path):
     job_api.cancel_job(store, record.job_id)
 
 
+@pytest.mark.slow
 def test_killing_the_supervisor_takes_its_engine_down_and_the_job_reads_failed(tmp_path):
     store = job_api.JobStore(tmp_path / "jobs")
     script = ("import os, sys, time\nopen('engine.pid', 'w').write(str(os.getpid()))\n"
@@ -370,6 +374,7 @@ def test_a_full_disk_fails_the_job_with_that_reason_and_leaves_no_partial_file(t
         torch.load(ckpt, weights_only=True)
 
 
+@pytest.mark.slow
 def test_a_corrupt_record_is_skipped_by_list_jobs(tmp_path):
     store = job_api.JobStore(tmp_path / "jobs")
     good = job_api.JobRecord("train-good", "train", "skill", "local", status=job_api.DONE)
@@ -384,6 +389,7 @@ def test_a_corrupt_record_is_skipped_by_list_jobs(tmp_path):
     assert "skipped: job train-bad: its record" in run.stderr and "is corrupt" in run.stderr
 
 
+@pytest.mark.slow
 def test_json_output_on_a_read_only_store_is_still_json(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 
+import pytest
 
 from tao_skill_bank.backends.docker_backend import host_python_options
 from tao_skill_bank.jobs import CANCELLED, DONE, FAILED, RUNNING, JobStore, cancel_job, create_job, wait
@@ -15,6 +16,7 @@ def _job(store, command, backend="local", options=None):
     return create_job(store, "train", "tao-train-nvpanoptix3d", {"results_dir": "x"}, backend, command, options)
 
 
+@pytest.mark.slow
 def test_success_and_failure_are_recorded_with_logs(tmp_path):
     store = JobStore(tmp_path)
     ok = _job(store, [sys.executable, "-c", "print('hello from the job')"])
@@ -35,6 +37,7 @@ def _wait_running(store, job_id):
     raise AssertionError("job never started")
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_process_and_records_it(tmp_path):
     store = JobStore(tmp_path)
     job = _job(store, [sys.executable, "-c", "import time; time.sleep(60)"])
@@ -44,6 +47,7 @@ def test_cancel_stops_the_process_and_records_it(tmp_path):
     assert record.status == CANCELLED and record.finished_at is not None
 
 
+@pytest.mark.slow
 def test_killed_supervisor_leaves_a_consistent_failed_record(tmp_path):
     store = JobStore(tmp_path)
     job = _job(store, [sys.executable, "-c", "import time; time.sleep(60)"])
@@ -53,6 +57,7 @@ def test_killed_supervisor_leaves_a_consistent_failed_record(tmp_path):
     assert record.status == FAILED and record.error == "supervisor exited"
 
 
+@pytest.mark.slow
 def test_docker_job_runs_streams_logs_and_cancels(tmp_path, docker_image):
     store = JobStore(tmp_path)
     options = {**host_python_options(), "image": docker_image}
@@ -69,6 +74,7 @@ def test_docker_job_runs_streams_logs_and_cancels(tmp_path, docker_image):
     assert leftover == []
 
 
+@pytest.mark.slow
 def test_s3_job_store_mirrors_records_logs_and_results(tmp_path, s3_env, monkeypatch):
     import boto3
     boto3.client("s3").create_bucket(Bucket="jobstore")
@@ -90,6 +96,7 @@ def test_s3_job_store_mirrors_records_logs_and_results(tmp_path, s3_env, monkeyp
     assert parent_checkpoint(other, job.job_id).name == "last.ckpt"
 
 
+@pytest.mark.slow
 def test_sdk_front_door(tmp_path, cache_env):
     import tao_skill_bank as sdk
     from conftest import EXAMPLE, SKILL, TINY_OVERRIDES

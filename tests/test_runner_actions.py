@@ -57,11 +57,13 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     assert "tensorrt" in done["tensorrt"].lower()
 
 
+@pytest.mark.slow
 def test_every_action_local_backend(capsys, tmp_path, cache_env):
     # a weightless setting the children's spec chooses over the parent's stored one
     _chain(capsys, tmp_path, ["--backend", "local"], ["model.frustum3d.min_segment_voxels=0"])
 
 
+@pytest.mark.slow
 def test_every_action_docker_backend(capsys, tmp_path, cache_env, docker_image):
     _chain(capsys, tmp_path, ["--backend", "docker", "--image", docker_image, "--host-python"])
 
@@ -102,6 +104,7 @@ def test_docker_daemon_unreachable_is_one_clear_line(capsys, tmp_path, monkeypat
     assert code == 2 and "docker daemon unreachable" in err and "--backend local" in err
 
 
+@pytest.mark.slow
 def test_train_with_policy_auto_routes_through_automl(capsys, tmp_path):
     code = run_action(["--skill", str(SKILL), "--action", "train", "--train-dataset", str(EXAMPLE), "--jobs-dir",
                        str(tmp_path), "--request", "train NVPanoptix3D on my rooms", "--dry-run"])

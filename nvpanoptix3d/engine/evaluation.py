@@ -43,8 +43,7 @@ class MetricSet:
     depth_sums: np.ndarray = field(default_factory=lambda: np.zeros(6))
     # metres: the offset at which a plane one voxel thick, thickened by a voxel on each side as PRQ thickens
     # segments, stops matching its truth ((3 - d) / (3 + d) > 0.25 for d < 1.8 voxels of 3 cm). AbsRel weighs
-    # a near chair's error as a far wall's; the voxel grid does not (session 12: a depth head with better AbsRel
-    # gave no better PRQ)
+    # a near chair's error as a far wall's; the voxel grid does not
     surface_tolerance: float = 0.054
     occ_inter: int = 0
     occ_union: int = 0

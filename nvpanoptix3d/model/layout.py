@@ -7,7 +7,7 @@ can match must lie within a voxel or two (3-6 cm) of the truth, while a per-pixe
 walls toward the camera. A wall runs as its base on the floor plane runs (the floor is the better-measured
 surface; a quarter-resolution pixel near a wall's base spans 15 cm of depth at 4 m, so planes are fitted at the
 image's resolution) and stands at its own pixels' median distance (placing it at its base was worse: the floor
-plane's tilt error grows with distance; bench/results/bench_layout_cpu.txt). No weights: the fit reads the depth,
+plane's tilt error grows with distance). No weights: the fit reads the depth,
 class and mask outputs of any checkpoint.
 """
 from __future__ import annotations
@@ -179,7 +179,7 @@ class ManhattanLayout:
         bases = self._wall_bases(label, rays, planes[0], basis)
         rows = self._row_steps(points, depth, wall, basis)
         # the walls' direction comes from their bases on the floor where enough of them is seen: a depth head
-        # turns walls toward the camera (session 9: by up to 40 degrees), while it places the floor well
+        # turns walls toward the camera (by up to 40 degrees), while it places the floor well
         source = bases if bases is not None else rows
         if source is None:
             return planes

@@ -1,7 +1,7 @@
 """Training losses: 2D set prediction (Hungarian), depth, and the 3D completion / semantic / instance terms.
 
 All terms are computed for the whole batch at once: per-image Python loops were most of a step's time on
-the GPU (kernel launches and synchronisations, see bench/results/gpu_profile_step.txt).
+the GPU (kernel launches and synchronisations).
 """
 from __future__ import annotations
 
