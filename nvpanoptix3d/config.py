@@ -116,7 +116,8 @@ class Frustum3DConfig:
                                          "at least 4 voxels behind the lifted depth (hidden behind what the camera "
                                          "sees), against 1 at the others; 1: every voxel alike.", minimum=0.0,
                                          maximum=100.0)
-    gt_depth_ratio: float = param(0.5, "Share of training frames lifted into 3D with ground-truth depth.",
+    # the share the shipped 3D stage was last trained with (from scratch it started at 0.5)
+    gt_depth_ratio: float = param(0.1, "Share of training frames lifted into 3D with ground-truth depth.",
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
                             "export.max_voxels).", minimum=512, maximum=20_000_000)
