@@ -8,7 +8,6 @@ Exit code 0 only on success; a bad spec gets one line naming the key and the fix
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import signal
 import sys
@@ -16,26 +15,10 @@ import traceback
 from pathlib import Path
 
 import yaml
-
-from .config import ACTIONS, ExperimentConfig, SpecError, from_dict, to_dict, validate_semantics
 from tao_skill_bank import safe_yaml
 
+from .config import ACTIONS, ExperimentConfig, SpecError, from_dict, leaf_type, to_dict, validate_semantics
 from .fileio import write_bytes
-
-
-def _leaf_type(dotted: str):
-    cls = ExperimentConfig
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            raise SpecError(f"{dotted}: unknown key {part!r}; valid keys there: {', '.join(sorted(fields))}")
-        f = fields[part]
-        if i == len(parts) - 1:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            return type(default)
-        cls = f.default_factory
-    return None
 
 
 def apply_overrides(spec: dict, overrides: list[str]) -> dict:
@@ -43,7 +26,7 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise SpecError(f"override {item!r}: write it as dotted.key=value")
         key, raw = item.split("=", 1)
-        kind = _leaf_type(key)
+        kind = leaf_type(key)
         if len(raw) > safe_yaml.MAX_VALUE_BYTES:
             raise SpecError(f"{key}: a value of {len(raw)} bytes, over the {safe_yaml.MAX_VALUE_BYTES}-byte limit "
                             "for one override; put large values in the spec file")

@@ -330,6 +330,21 @@ def _leaf_type(f: dataclasses.Field) -> type:
     return type(d)
 
 
+def leaf_type(dotted: str) -> type | None:
+    """The type of a dotted spec key's default (None for a section); an unknown key is a SpecError."""
+    cls, parts = ExperimentConfig, dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            if dotted in RETIRED_KEYS:
+                raise SpecError(f"{dotted}: {RETIRED_KEYS[dotted][1]}; drop the override")
+            raise SpecError(f"{dotted}: unknown key {part!r}; valid keys there: {', '.join(sorted(fields))}")
+        if not _is_section(fields[part]):
+            return _leaf_type(fields[part]) if i == len(parts) - 1 else None
+        cls = fields[part].default_factory
+    return None
+
+
 def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
     """Build nested dataclasses from a dict, rejecting unknown keys and wrong types with the key path."""
     data = data or {}

@@ -57,7 +57,7 @@ def engine_command(skill: Skill, action: str, backend: str, spec_path: str, resu
 def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
     skill = load_skill(request.skill_dir)
     skill.require_action(request.action)
-    backend = get_backend(request.backend, **request.backend_options)
+    get_backend(request.backend)  # an unknown backend fails before any work
     job_id = request.job_id or store.new_id(request.action)
     if request.job_id:
         store.ensure_not_running(request.job_id)
@@ -65,7 +65,8 @@ def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
         store.get(request.parent_job_id)  # fail early on an unknown parent
     overrides = dict(data_overrides(skill, request.action, request.roots))
     user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
-    ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256)
+    ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
+                           skill.pretrained_model())
     overrides.update(infer_spec_params(skill, request.action, ctx, user_keys))
     overrides.update(request.overrides)
     spec = resolve_spec(skill, request.action, overrides)
@@ -75,9 +76,10 @@ def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
                              results_dir)
     options = dict(request.backend_options)
     if request.backend == "docker":
+        options.setdefault("image", skill.container_image())
         options.setdefault("input_paths", _local_paths(spec))
         options.setdefault("gpus", int(get_dotted(spec, "train.num_gpus", 0) or 0) if request.action == "train" else 0)
-    backend.check()
+    get_backend(request.backend, **options).check()
     return PreparedJob(job_id, request.action, skill, spec, command, request.backend, options,
                        request.parent_job_id)
 

@@ -23,6 +23,7 @@ SKILL_DIR = REPO / "skills" / "tao-train-nvpanoptix3d"
 MODEL = "nvpanoptix3d"
 SCHEMA_VERSION = 1
 CONTAINER_IMAGE = "nvpanoptix3d:latest"
+PRETRAINED_MODEL = "../nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors"  # relative to references/
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
 _TAO_TYPES = {bool: "bool", int: "int", float: "float", str: "string", list: "list"}
 
@@ -121,6 +122,7 @@ def skill_info(schemas: dict[str, dict]) -> dict:
         spec_params.setdefault(p.action, {})[p.spec_key] = p.function
     return {
         "name": skill.name, "network_arch": MODEL, "automl_enabled": True, "container_image": CONTAINER_IMAGE,
+        "pretrained_model": PRETRAINED_MODEL,
         "data_format": "front3d", "gpu_spec_key": "train.num_gpus", "monitoring_metric": "kpi",
         "actions": actions, "data_sources": data_sources, "spec_params": spec_params,
         "spec_shorthand_keys": skill.shorthand_keys,

@@ -90,6 +90,20 @@ class Skill:
             raise SkillBankError(f"{path}: missing; run `make schemas` to generate it")
         return yaml.safe_load(path.read_text())
 
+    def pretrained_model(self) -> str:
+        """The skill's shipped weights (skill_info.yaml `pretrained_model`, relative to references/); "" when it
+        ships none or the file is absent."""
+        path = self.references_dir / "skill_info.yaml"
+        relative = (yaml.safe_load(path.read_text()) or {}).get("pretrained_model") if path.is_file() else None
+        if not relative:
+            return ""
+        weights = (self.references_dir / relative).resolve()
+        return str(weights) if weights.is_file() else ""
+
+    def container_image(self) -> str | None:
+        path = self.references_dir / "skill_info.yaml"
+        return (yaml.safe_load(path.read_text()) or {}).get("container_image") if path.is_file() else None
+
     def require_action(self, action: str) -> None:
         if action not in self.actions:
             raise SkillBankError(f"action {action!r} is not one of {', '.join(self.actions)} "

@@ -15,7 +15,6 @@ from .jobs import JobStore, read_status
 from .skill import Skill
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".safetensors")
-SHIPPED_PTM = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
 
 
 @dataclass
@@ -24,8 +23,9 @@ class InferenceContext:
     store: JobStore
     job_id: str
     parent_job_id: str | None = None
-    ptm: str | None = None          # local path, s3:// or https:// URL; None: the shipped weights
+    ptm: str | None = None          # local path, s3:// or https:// URL; None: the skill's shipped weights
     ptm_sha256: str | None = None
+    shipped_ptm: str = ""           # the skill's own weights (skill_info.yaml), "" when it ships none
 
 
 def checkpoints_in(results_dir: Path) -> list[Path]:
@@ -65,13 +65,13 @@ def parent_checkpoint(store: JobStore, parent_job_id: str) -> Path:
     return chosen
 
 
-def resolve_ptm(ptm: str | None, sha256: str | None) -> str:
-    """The pretrained weights as a local file: shipped by default, "none" for random initialisation, else
-    fetched once into the cache."""
+def resolve_ptm(ptm: str | None, sha256: str | None, shipped: str = "") -> str:
+    """The pretrained weights as a local file: the skill's shipped ones by default, "none" for random
+    initialisation, else fetched once into the cache."""
     if ptm == "none":
         return ""
     if not ptm:
-        return str(SHIPPED_PTM) if SHIPPED_PTM.is_file() else ""
+        return shipped
     if ptm.startswith(("s3://", "http://", "https://")):
         return str(_download_once(ptm, sha256))
     path = Path(ptm).expanduser().resolve()
@@ -126,7 +126,7 @@ def _parent_model(ctx: InferenceContext) -> str:
 
 
 def _ptm(ctx: InferenceContext) -> str:
-    return resolve_ptm(ctx.ptm, ctx.ptm_sha256)
+    return resolve_ptm(ctx.ptm, ctx.ptm_sha256, ctx.shipped_ptm)
 
 
 def _resume_model(ctx: InferenceContext) -> str:

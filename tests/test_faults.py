@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -178,10 +177,6 @@ def test_a_pruned_trial_reads_pruned(tmp_path):
 
 
 # ------------------------------------------------------------------ 3. data checks before metrics
-
-def _frame_file(root: Path, pattern: str) -> Path:
-    return sorted((root / "data").glob(f"*/{pattern}"))[0]
-
 
 def _first_train_frame(root: Path, kind: str) -> Path:
     row = json.loads((root / "meta" / "train.json").read_text())[0]

@@ -109,9 +109,10 @@ def http_root(tmp_path):
     server.shutdown()
 
 
-def test_ptm_default_is_the_shipped_weights():
-    path = Path(resolve_ptm(None, None))
+def test_ptm_default_is_the_skills_shipped_weights(skill):
+    path = Path(resolve_ptm(None, None, skill.pretrained_model()))
     assert path.name == "nvpanoptix3d_synthetic.safetensors" and path.is_file()
+    assert resolve_ptm("none", None, skill.pretrained_model()) == ""
 
 
 def test_ptm_https_downloaded_once_and_checked(http_root, cache_env):

@@ -30,7 +30,7 @@ class DockerBackend:
     """The same engine command in a container: job folder mounted read-write, every local input path read-only,
     GPUs through device requests, the multi-node variables passed through."""
 
-    def __init__(self, image: str = "nvpanoptix3d:latest", gpus: int = 0, mounts: list[str] | None = None,
+    def __init__(self, image: str | None = None, gpus: int = 0, mounts: list[str] | None = None,
                  input_paths: list[str] | None = None, env: dict | None = None, shm_size: str = "2g"):
         self.image, self.gpus, self.shm_size = image, gpus, shm_size
         self.mounts = mounts or []            # extra "host:container[:ro]" binds (e.g. a host Python for tests)
@@ -50,6 +50,9 @@ class DockerBackend:
 
     def check(self) -> None:
         from docker.errors import ImageNotFound
+        if not self.image:
+            raise SkillBankError("docker backend: no image; pass --image or set container_image in the skill's "
+                                 "references/skill_info.yaml")
         client = self._client()
         try:
             client.images.get(self.image)
