@@ -411,22 +411,28 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+# cross-key rules the schema's types cannot express, as {require: expression over dotted keys, error}; the schema
+# generator copies them into each action's schema (x_rules), so the skill bank checks them before a job exists
+RULES = [
+    {"require": "not (train.freeze_2d and not dataset.enable_3d)",
+     "error": "train.freeze_2d: with dataset.enable_3d=false nothing is left to train; set dataset.enable_3d=true "
+              "or train.freeze_2d=false"},
+    {"require": "not train.freeze_2d or train.checkpoint_2d or train.resume_training_checkpoint_path",
+     "error": "train.freeze_2d: a frozen 2D stage of random weights gives the 3D stage nothing to lift; set "
+              "train.checkpoint_2d to trained weights"},
+    {"require": "dataset.depth_min < dataset.depth_max", "error": "dataset.depth_min: must be below dataset.depth_max"},
+    {"require": "dataset.downsample_factor == (2 if dataset.name == 'matterport' else 1)",
+     "error": "dataset.downsample_factor: does not match dataset.name; use downsample_factor=2 for Matterport3D, "
+              "1 for Front3D / synthetic datasets"},
+    {"require": "len(model.frustum3d.completion_weights) == 3",
+     "error": "model.frustum3d.completion_weights: give three weights (64^3, 128^3, 256^3)"},
+    {"require": "len(dataset.target_size) == 2", "error": "dataset.target_size: give [width, height]"},
+]
+
+
 def validate_semantics(cfg: ExperimentConfig) -> None:
-    """Cross-key rules the schema cannot express."""
-    if cfg.train.freeze_2d and not cfg.dataset.enable_3d:
-        raise SpecError("train.freeze_2d: with dataset.enable_3d=false nothing is left to train; set "
-                        "dataset.enable_3d=true or train.freeze_2d=false")
-    if cfg.train.freeze_2d and not (cfg.train.checkpoint_2d or cfg.train.resume_training_checkpoint_path):
-        raise SpecError("train.freeze_2d: a frozen 2D stage of random weights gives the 3D stage nothing to lift; "
-                        "set train.checkpoint_2d to trained weights")
-    if cfg.dataset.depth_min >= cfg.dataset.depth_max:
-        raise SpecError("dataset.depth_min: must be below dataset.depth_max")
-    expected_ds = 2 if cfg.dataset.name == "matterport" else 1
-    if cfg.dataset.downsample_factor != expected_ds:
-        raise SpecError(f"dataset.downsample_factor: {cfg.dataset.downsample_factor} does not match "
-                        f"dataset.name={cfg.dataset.name}; use downsample_factor=2 for Matterport3D, "
-                        "1 for Front3D / synthetic datasets")
-    if len(cfg.model.frustum3d.completion_weights) != 3:
-        raise SpecError("model.frustum3d.completion_weights: give three weights (64^3, 128^3, 256^3)")
-    if len(cfg.dataset.target_size) != 2:
-        raise SpecError("dataset.target_size: give [width, height]")
+    """The RULES, on a built config."""
+    from tao_skill_bank.conditions import broken_rule
+    error = broken_rule(RULES, to_dict(cfg))
+    if error:
+        raise SpecError(error)

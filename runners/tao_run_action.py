@@ -108,7 +108,7 @@ def run(args) -> int:
                                                                   args.inference_dataset),
                             overrides_from_args(args.override), args.parent_job_id, args.backend,
                             backend_options(args), args.ptm, args.ptm_sha256, args.job_id)
-    prepared = prepare(request, store)
+    prepared = prepare(request, store, dry_run=args.dry_run)
     if args.dry_run:
         import yaml
         result = {"dry_run": True, "job_id": prepared.job_id, "command": prepared.command,

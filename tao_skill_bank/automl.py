@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import atomic
+from .conditions import evaluate_condition
 from .data_sources import DatasetRoots
 from .errors import SkillBankError
 from .jobs import CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job, read_status
@@ -127,24 +128,6 @@ def _all_leaves(schema: dict, prefix: str = ""):
             yield from _all_leaves(node, prefix + name + ".")
         else:
             yield prefix + name
-
-
-def evaluate_condition(expression: str, spec: dict) -> bool:
-    """Evaluate e.g. 'dataset.depth_min < dataset.depth_max' with dotted keys read from the spec."""
-    import re
-    names = {}
-
-    def repl(match):
-        key = match.group(0)
-        value = get_dotted(spec, key)
-        if value is None:
-            return key
-        var = f"_v{len(names)}"
-        names[var] = value
-        return var
-
-    code = re.sub(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+", repl, expression)
-    return bool(eval(code, {"__builtins__": {}, "min": min, "max": max, "abs": abs}, names))  # noqa: S307
 
 
 @dataclass

@@ -47,7 +47,7 @@ def split_s3(url: str) -> tuple[str, str]:
 
 def fetch_s3_prefix(url: str) -> Path:
     """Mirror an S3 prefix into the cache; the folder name hashes the listing, so a changed object is refetched."""
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     bucket, prefix = split_s3(url)
     client = s3_client()
@@ -63,6 +63,10 @@ def fetch_s3_prefix(url: str) -> Path:
     except EndpointConnectionError:
         raise SkillBankError(f"{url}: cannot reach S3 endpoint {os.environ.get('AWS_ENDPOINT_URL')}; "
                              "check AWS_ENDPOINT_URL") from None
+    except NoCredentialsError:
+        raise SkillBankError(f"{url}: no S3 credentials for bucket {bucket!r} at "
+                             f"{os.environ.get('AWS_ENDPOINT_URL') or 'AWS'} (read AWS_ACCESS_KEY_ID / "
+                             "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials); set them") from None
     if not objects:
         raise SkillBankError(f"{url}: no objects under this prefix; upload the dataset or fix the URL")
     digest = hashlib.sha256(json.dumps(sorted(objects)).encode()).hexdigest()[:24]
@@ -94,8 +98,9 @@ def localize(root: str) -> Path:
     return path
 
 
-def data_overrides(skill: Skill, action: str, roots: DatasetRoots) -> dict[str, str]:
-    """One override per row of the skill's requirement table, each checked to exist."""
+def data_overrides(skill: Skill, action: str, roots: DatasetRoots, fetch: bool = True) -> dict[str, str]:
+    """One override per row of the skill's requirement table, each checked to exist. fetch=False (a dry run)
+    never touches the network: s3:// roots stay URLs, unchecked."""
     overrides: dict[str, str] = {}
     local: dict[str, Path] = {}
     for req in skill.requirements_for(action):
@@ -103,6 +108,9 @@ def data_overrides(skill: Skill, action: str, roots: DatasetRoots) -> dict[str, 
         if root is None:
             flag = "--" + req.source.replace("_datasets", "_dataset").replace("_", "-")
             raise SkillBankError(f"{action}: {req.spec_key} needs a {req.source} root; pass {flag} DIR")
+        if root.startswith("s3://") and not fetch:
+            overrides[req.spec_key] = "/".join(filter(None, [root.rstrip("/"), req.relative_path]))
+            continue
         if root not in local:
             local[root] = localize(root)
         path = local[root] / req.relative_path if req.relative_path else local[root]

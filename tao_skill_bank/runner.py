@@ -54,7 +54,8 @@ def engine_command(skill: Skill, action: str, backend: str, spec_path: str, resu
     return words + [f"results_dir={results_dir}"]
 
 
-def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
+def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> PreparedJob:
+    """dry_run: resolve and validate everything that needs no network (s3:// roots stay URLs)."""
     skill = load_skill(request.skill_dir)
     skill.require_action(request.action)
     get_backend(request.backend)  # an unknown backend fails before any work
@@ -63,7 +64,7 @@ def prepare(request: ActionRequest, store: JobStore) -> PreparedJob:
         store.ensure_not_running(request.job_id)
     if request.parent_job_id:
         store.get(request.parent_job_id)  # fail early on an unknown parent
-    overrides = dict(data_overrides(skill, request.action, request.roots))
+    overrides = dict(data_overrides(skill, request.action, request.roots, fetch=not dry_run))
     user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
     ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
                            skill.pretrained_model())

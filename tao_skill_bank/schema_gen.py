@@ -16,6 +16,7 @@ import yaml
 
 from nvpanoptix3d import config as engine_config
 
+from .conditions import keys_of
 from .skill import load_skill
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,8 @@ def action_schema(action: str) -> dict:
         "automl_default_parameters": collect["automl"],
         "automl_disabled_parameters": collect["disabled"],
         "popular": collect["popular"],
+        "x_rules": [r for r in engine_config.RULES
+                    if all(k.split(".")[0] in engine_config.ACTION_SECTIONS[action] for k in keys_of(r["require"]))],
         "x_tao_schema": {"action": action, "model": MODEL, "schema_version": SCHEMA_VERSION},
     }
 

@@ -8,6 +8,7 @@ import jsonschema
 import yaml
 
 from . import safe_yaml
+from .conditions import broken_rule
 from .errors import SkillBankError
 from .skill import Skill
 
@@ -103,3 +104,6 @@ def validate_spec(skill: Skill, action: str, spec: dict, schema: dict | None = N
         message = err.message if len(err.message) <= 200 else f"{safe_yaml.clip(err.instance)} is not valid " \
             f"here ({err.validator}: {safe_yaml.clip(err.validator_value)})"
         raise SkillBankError(f"spec key {path or '<root>'}: {message}")
+    broken = broken_rule(schema.get("x_rules", []), spec)
+    if broken:
+        raise SkillBankError(f"spec key {broken}")
