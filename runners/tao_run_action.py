@@ -97,7 +97,15 @@ def run(args) -> int:
     if not args.action:
         print("error: --action is required (train | evaluate | inference | export)", file=sys.stderr)
         return 2
-    if args.action == "train":
+    resuming = _existing_action(store, args.job_id)
+    if resuming == "automl":  # a sweep resumes its own study, never a new one
+        print(f"[resume] {args.job_id} is an AutoML job: resuming its study", file=sys.stderr)
+        from runners.tao_run_automl import main as automl_main
+        return automl_main(_automl_argv(args))
+    if resuming:
+        print(f"[resume] {args.job_id}: its stored spec and last checkpoint; new overrides apply on top",
+              file=sys.stderr)
+    elif args.action == "train":
         skill = load_skill(args.skill)
         route = route_train(skill, resolve_policy(args.automl_policy, args.request))
         print(f"[policy] {route.reason}", file=sys.stderr)
@@ -134,9 +142,17 @@ def run(args) -> int:
     return 0 if ok else 1
 
 
+def _existing_action(store, job_id: str | None) -> str | None:
+    """The action of an existing job (a resume), None for a new job id."""
+    if not job_id or not (store.job_dir(job_id) / "job.json").is_file():
+        return None
+    return store.get(job_id).action
+
+
 def _automl_argv(args) -> list[str]:
     argv = ["--skill", args.skill]
-    for flag in ("train_dataset", "eval_dataset", "jobs_dir", "backend", "ptm", "ptm_sha256", "parent_job_id"):
+    for flag in ("train_dataset", "eval_dataset", "jobs_dir", "backend", "ptm", "ptm_sha256", "parent_job_id",
+                 "job_id"):
         value = getattr(args, flag)
         if value:
             argv += ["--" + flag.replace("_", "-"), value]

@@ -14,7 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tao_skill_bank.automl import ALGORITHMS, AutoMLConfig, AutoMLRunner, summary_table  # noqa: E402
+from tao_skill_bank import atomic  # noqa: E402
+from tao_skill_bank.automl import ALGORITHMS, REQUEST_FILE, AutoMLConfig, AutoMLRunner, summary_table  # noqa: E402
+from tao_skill_bank.jobs import JobStore  # noqa: E402
 from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
 from tao_skill_bank.errors import SkillBankError  # noqa: E402
 from tao_skill_bank.runner import overrides_from_args  # noqa: E402
@@ -23,17 +25,17 @@ from tao_skill_bank.runner import overrides_from_args  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--skill", default="skills/tao-train-nvpanoptix3d")
-    p.add_argument("--train-dataset", required=True)
+    p.add_argument("--train-dataset", help="required for a new sweep; a resumed one (--job-id) keeps its own")
     p.add_argument("--eval-dataset")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="kept in every trial and never searched")
     p.add_argument("--params", action="append", default=[], help="extra dotted keys to search")
-    p.add_argument("--algorithm", default="bayesian", choices=ALGORITHMS)
-    p.add_argument("--max-trials", type=int, default=10)
+    p.add_argument("--algorithm", choices=ALGORITHMS, help="default bayesian (a resumed sweep keeps its own)")
+    p.add_argument("--max-trials", type=int, help="default 10 (a resumed sweep keeps its own)")
     p.add_argument("--max-concurrent", type=int, default=1)
     p.add_argument("--gpu-ids", default="", help="comma list shared out among concurrent trials (local backend)")
     p.add_argument("--time-budget", type=float, help="seconds for the whole sweep")
-    p.add_argument("--metric", default="kpi", help="status.json key; names with 'loss' are minimised")
+    p.add_argument("--metric", help="status.json key, default kpi; names with 'loss' are minimised")
     p.add_argument("--storage", help="Optuna RDB URL (default sqlite in the AutoML job folder; postgresql://... works)")
     p.add_argument("--jobs-dir")
     p.add_argument("--job-id", help="resume this AutoML job")
@@ -47,22 +49,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what a sweep was started with; a resume (--job-id) takes every value the command line leaves out
+_STORED = {"train_dataset": None, "eval_dataset": None, "override": [], "params": [], "algorithm": "bayesian",
+           "max_trials": 10, "metric": "kpi", "ptm": None, "parent_job_id": None, "storage": None}
+
+
+def _fill_from_stored_request(args) -> None:
+    stored = {}
+    if args.job_id:
+        path = JobStore(args.jobs_dir).job_dir(args.job_id) / REQUEST_FILE
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    for key, default in _STORED.items():
+        if key == "override":
+            args.override = list(stored.get("override", [])) + args.override  # later ones win
+        elif getattr(args, key) in (None, []):
+            setattr(args, key, stored.get(key, default))
+    if not args.train_dataset:
+        raise SkillBankError("--train-dataset is required for a new sweep (or --job-id of an existing AutoML job)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (docker stop, a scheduler) cancels the sweep as Ctrl-C does: the running trial is stopped with it
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        _fill_from_stored_request(args)
         cfg = AutoMLConfig(args.skill, DatasetRoots(args.train_dataset, args.eval_dataset),
                            overrides_from_args(args.override), args.jobs_dir, args.backend, {}, args.algorithm,
                            args.max_trials, args.max_concurrent, args.time_budget, args.metric, args.params,
                            args.storage, args.job_id, args.seed, args.ptm, args.parent_job_id,
                            [int(g) for g in args.gpu_ids.split(",") if g.strip()])
         runner = AutoMLRunner(cfg)
-        if args.dry_run:
-            space = {"parameters": [p.__dict__ for p in runner.space.parameters],
-                     "conditions": runner.space.conditions, "direction": runner.direction}
-            print(json.dumps(space, indent=2, default=str))
+        if args.dry_run:  # everything a real sweep checks first, and what it would search
+            base = runner.check(dry_run=True)
+            plan = {"dry_run": True, "job_id": runner.job_id, "base_spec": base.spec, "command": base.command,
+                    "search_space": {"parameters": [p.__dict__ for p in runner.space.parameters],
+                                     "conditions": runner.space.conditions, "direction": runner.direction}}
+            print(json.dumps(plan, indent=2, default=str))
             return 0
+        atomic.write_json(runner.store.job_dir(runner.job_id) / REQUEST_FILE, {key: getattr(args, key) for key in _STORED})
         print(f"[automl] job {runner.job_id}: {args.algorithm}, {args.max_trials} trials, metric {args.metric} "
               f"({runner.direction})", file=sys.stderr)
         summary = runner.run()

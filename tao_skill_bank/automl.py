@@ -23,12 +23,14 @@ from . import atomic
 from .conditions import evaluate_condition
 from .data_sources import DatasetRoots
 from .errors import SkillBankError
-from .jobs import CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job, read_status
+from .jobs import (CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job,
+                   last_error_line, read_status)
 from .runner import ActionRequest, launch, prepare
 from .skill import load_skill
 from .spec import get_dotted, schema_node, set_dotted
 
 ALGORITHMS = ("bayesian", "hyperband", "asha")
+REQUEST_FILE = "automl_request.json"   # in the sweep's job folder: what it was asked, for a resume
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class AutoMLRunner:
     def __init__(self, cfg: AutoMLConfig):
         if cfg.algorithm not in ALGORITHMS:
             raise SkillBankError(f"--algorithm {cfg.algorithm!r}: use one of {', '.join(ALGORITHMS)}")
+        if cfg.max_trials < 1 or cfg.max_concurrent < 1:
+            raise SkillBankError(f"--max-trials {cfg.max_trials} / --max-concurrent {cfg.max_concurrent}: give at "
+                                 "least 1")
         self.cfg = cfg
         self.skill = load_skill(cfg.skill_dir)
         self.store = JobStore(cfg.jobs_dir)
@@ -173,6 +178,16 @@ class AutoMLRunner:
         self._gpu_lock = threading.Lock()
         self._summary_lock = threading.Lock()
         self._free_gpus = list(cfg.gpus)
+
+    def base_request(self) -> ActionRequest:
+        """The train request every trial starts from: the user's overrides, data and parent, nothing searched."""
+        return ActionRequest(self.cfg.skill_dir, "train", self.cfg.roots, dict(self.cfg.overrides),
+                             self.cfg.parent_job_id, self.cfg.backend, dict(self.cfg.backend_options), self.cfg.ptm)
+
+    def check(self, dry_run: bool = False):
+        """Resolve and validate the base spec and its data sources as a direct train would (schema, the skill's
+        rules, required files), before any trial; returns the prepared base job."""
+        return prepare(self.base_request(), self.store, dry_run=dry_run)
 
     # -------------------------------------------------------------- study
     def _study(self) -> optuna.Study:
@@ -212,8 +227,8 @@ class AutoMLRunner:
         if gpu is not None:
             overrides.update({"train.gpu_ids": [gpu], "train.num_gpus": 1})
         try:
-            request = ActionRequest(self.cfg.skill_dir, "train", self.cfg.roots, overrides, self.cfg.parent_job_id,
-                                    self.cfg.backend, dict(self.cfg.backend_options), self.cfg.ptm)
+            request = self.base_request()
+            request.overrides = overrides
             prepared = prepare(request, self.store)
             prepared.parent_job_id = self.job_id  # the child's record names the sweep as its parent
             record = launch(prepared, self.store)
@@ -248,6 +263,7 @@ class AutoMLRunner:
                 break
             time.sleep(self.cfg.poll_s)
         if record.status != DONE:
+            trial.set_user_attr("error", last_error_line(self.store.log_path(job_id)) or record.error)
             raise RuntimeError(f"child job {job_id} {record.status}: {record.error}")
         if last is None:
             raise RuntimeError(f"child job {job_id} reported no {self.cfg.metric}")
@@ -264,6 +280,7 @@ class AutoMLRunner:
 
     # -------------------------------------------------------------- the sweep
     def run(self) -> dict:
+        self.check()
         record = self._record()
         study = self._study()
         done = len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)])
@@ -274,12 +291,15 @@ class AutoMLRunner:
                 # the summary after every trial: a sweep killed mid-way is still usable as a parent
                 study.optimize(self._objective, n_trials=remaining, n_jobs=self.cfg.max_concurrent,
                                timeout=self.cfg.time_budget_s, catch=(Exception,), gc_after_trial=False,
-                               callbacks=[lambda st, _trial: self._summarise(st)])
+                               callbacks=[self._after_trial])
         except KeyboardInterrupt:
             cancelled = True
         summary = self._summarise(study)
         if cancelled:
             record.status, record.error = CANCELLED, "interrupted; resume with --job-id " + self.job_id
+        elif self._stopped_for:
+            record.status = FAILED
+            record.error = f"stopped: the first {self.FAILURES_TO_STOP} trials failed alike: {self._stopped_for}"
         else:
             record.status = DONE if summary["best_job_id"] else FAILED
             record.error = None if summary["best_job_id"] else "no trial completed"
@@ -287,6 +307,20 @@ class AutoMLRunner:
         record.finished_at = time.time()
         self.store.save(record)
         return {**summary, "status": record.status, "error": record.error}
+
+    FAILURES_TO_STOP = 2  # the first trials failing with one error: every trial would
+
+    def _after_trial(self, study: optuna.Study, _trial) -> None:
+        self._summarise(study)
+        states = [t for t in study.trials if t.state != TrialState.RUNNING]
+        first = states[:self.FAILURES_TO_STOP]
+        errors = {t.user_attrs.get("error") for t in first}
+        if len(first) == self.FAILURES_TO_STOP and all(t.state == TrialState.FAIL for t in first) and \
+                len(errors) == 1 and None not in errors:
+            self._stopped_for = errors.pop()
+            study.stop()
+
+    _stopped_for: str | None = None
 
     def _record(self) -> JobRecord:
         try:
@@ -308,10 +342,11 @@ class AutoMLRunner:
         for t in study.trials:
             params = {k: v for k, v in t.params.items() if not k.endswith("#u")}
             params.update({k: v for k, v in t.user_attrs.items() if k not in ("job_id", "rung", "rejected_by",
-                                                                               "seconds")})
+                                                                               "seconds", "error")})
             rows.append({"trial": t.number, "job_id": t.user_attrs.get("job_id"), "state": t.state.name.lower(),
                          "rung": t.user_attrs.get("rung", 0), self.cfg.metric: t.value, "params": params,
-                         "seconds": t.user_attrs.get("seconds", 0.0), "note": t.user_attrs.get("rejected_by")})
+                         "seconds": t.user_attrs.get("seconds", 0.0),
+                         "note": t.user_attrs.get("rejected_by") or t.user_attrs.get("error")})
         completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
         best = study.best_trial if completed else None
         summary = {"automl_job_id": self.job_id, "algorithm": self.cfg.algorithm, "metric": self.cfg.metric,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .backends import get_backend
 from .data_sources import DatasetRoots, data_overrides
+from .errors import SkillBankError
 from .jobs import JobRecord, JobStore, create_job
 from .skill import Skill, load_skill
 from .spec import get_dotted, parse_override, resolve_spec
@@ -60,17 +61,24 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     skill.require_action(request.action)
     get_backend(request.backend)  # an unknown backend fails before any work
     job_id = request.job_id or store.new_id(request.action)
-    if request.job_id:
-        store.ensure_not_running(request.job_id)
+    stored = _stored_spec(store, request) if request.job_id else None
     if request.parent_job_id:
         store.get(request.parent_job_id)  # fail early on an unknown parent
-    overrides = dict(data_overrides(skill, request.action, request.roots, fetch=not dry_run))
     user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
     ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
                            skill.pretrained_model())
-    overrides.update(infer_spec_params(skill, request.action, ctx, user_keys))
+    if stored is not None:
+        # a resume: the job's own spec (the user's first overrides included), its last checkpoint, and only what
+        # the user says now on top; data roots given again replace the stored ones
+        overrides = dict(data_overrides(skill, request.action, request.roots, fetch=not dry_run)) \
+            if any(vars(request.roots).values()) else {}
+        overrides.update({k: v for k, v in infer_spec_params(skill, request.action, ctx, user_keys).items()
+                          if k in skill.resume_keys(request.action)})
+    else:
+        overrides = dict(data_overrides(skill, request.action, request.roots, fetch=not dry_run))
+        overrides.update(infer_spec_params(skill, request.action, ctx, user_keys))
     overrides.update(request.overrides)
-    spec = resolve_spec(skill, request.action, overrides)
+    spec = resolve_spec(skill, request.action, overrides, base=stored)
     results_dir = str(store.results_dir(job_id).resolve())
     spec["results_dir"] = results_dir
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
@@ -83,6 +91,20 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     get_backend(request.backend, **options).check()
     return PreparedJob(job_id, request.action, skill, spec, command, request.backend, options,
                        request.parent_job_id)
+
+
+def _stored_spec(store: JobStore, request: ActionRequest) -> dict | None:
+    """The spec a job already ran with (None for a new job id); refused while the job runs."""
+    store.ensure_not_running(request.job_id)
+    path = store.spec_path(request.job_id)
+    if not path.is_file():
+        return None
+    record = store.get(request.job_id)
+    if record.action != request.action:
+        raise SkillBankError(f"job {request.job_id} is a {record.action} job; resume it with --action "
+                             f"{record.action}")
+    import yaml
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def _local_paths(spec: dict, out: list | None = None) -> list[str]:

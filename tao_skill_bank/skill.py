@@ -104,6 +104,10 @@ class Skill:
         path = self.references_dir / "skill_info.yaml"
         return (yaml.safe_load(path.read_text()) or {}).get("container_image") if path.is_file() else None
 
+    def resume_keys(self, action: str) -> set[str]:
+        """Spec keys a resume re-infers (the job's own last checkpoint); everything else keeps its stored value."""
+        return {p.spec_key for p in self.spec_params_for(action) if p.function == "resume_model"}
+
     def require_action(self, action: str) -> None:
         if action not in self.actions:
             raise SkillBankError(f"action {action!r} is not one of {', '.join(self.actions)} "

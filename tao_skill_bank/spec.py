@@ -78,10 +78,11 @@ def get_dotted(spec: dict, dotted: str, default: Any = None) -> Any:
     return node
 
 
-def resolve_spec(skill: Skill, action: str, overrides: dict[str, Any]) -> dict:
-    """Template of the action + overrides (shorthand keys expanded), validated; the inputs are not modified."""
+def resolve_spec(skill: Skill, action: str, overrides: dict[str, Any], base: dict | None = None) -> dict:
+    """The action's template (or `base`, a stored spec being resumed) + overrides (shorthand keys expanded),
+    validated; the inputs are not modified."""
     schema = skill.load_schema(action)
-    spec = copy.deepcopy(skill.load_template(action))
+    spec = copy.deepcopy(skill.load_template(action) if base is None else base)
     for key, value in overrides.items():
         dotted = skill.shorthand_keys.get(key, key)
         set_dotted(spec, dotted, coerce_value(schema, dotted, value))

@@ -110,9 +110,54 @@ def test_train_with_policy_auto_routes_through_automl(capsys, tmp_path):
                        str(tmp_path), "--request", "train NVPanoptix3D on my rooms", "--dry-run"])
     captured = capsys.readouterr()
     assert code == 0 and "routing through tao-run-automl" in captured.err
-    space = json.loads(captured.out)
+    plan = json.loads(captured.out)
+    space = plan["search_space"]
     assert {p["key"] for p in space["parameters"]} >= {"train.optim.lr", "model.mask_former.num_object_queries"}
+    assert plan["base_spec"]["dataset"]["train"]["base_dir"].endswith("data")  # resolved as a direct train would
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--train-dataset", "/no/such/folder"], "dataset root /no/such/folder: not a folder"),
+    (["--train-dataset", str(EXAMPLE), "--override", "dataset.name=matterport"],
+     "spec key dataset.downsample_factor: does not match dataset.name"),
+    (["--train-dataset", str(EXAMPLE), "--override", "train.distributed_strategy=fsdp"],
+     "train.distributed_strategy: 'fsdp' is not one of"),
+    (["--train-dataset", "s3://no-such-bucket/rooms"], None),  # a dry run does not contact S3
+])
+def test_the_automl_route_validates_as_a_direct_train_does(capsys, tmp_path, monkeypatch, args, fragment):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    code = run_action(["--skill", str(SKILL), "--action", "train", "--jobs-dir", str(tmp_path), "--dry-run", *args])
+    captured = capsys.readouterr()
+    if fragment is None:
+        plan = json.loads(captured.out)
+        assert code == 0 and plan["base_spec"]["dataset"]["train"]["base_dir"] == "s3://no-such-bucket/rooms/data"
+        return
+    assert code == 2 and fragment in captured.err and "Traceback" not in captured.err
+    assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
+    assert not list(tmp_path.iterdir())
     code = run_action(["--skill", str(SKILL), "--action", "train", "--train-dataset", str(EXAMPLE), "--jobs-dir",
                        str(tmp_path), "--request", "plain training, no HPO", "--dry-run", "--json"])
     captured = capsys.readouterr()
     assert code == 0 and "automl_policy is off" in captured.err and json.loads(captured.out)["dry_run"]
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_jobs_spec_and_never_starts_a_sweep(capsys, tmp_path):
+    jobs = str(tmp_path / "jobs")
+    first = _run(capsys, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
+                 "--jobs-dir", jobs, *_overrides(TINY_OVERRIDES + TINY_TRAIN), "--ptm", "none")
+    # "resume job X" with no policy words and no overrides but the new epoch count
+    code = run_action(["--skill", str(SKILL), "--json", "--action", "train", "--jobs-dir", jobs, "--job-id",
+                       first["job_id"], "--request", "resume job " + first["job_id"], "--override",
+                       "train.num_epochs=2"])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert code == 0 and result["ok"] and result["job_id"] == first["job_id"], captured.err[-2000:]
+    assert "AutoML" not in captured.err and "routing through tao-run-automl" not in captured.err
+    store = JobStore(jobs)
+    import yaml
+    spec = yaml.safe_load(store.spec_path(first["job_id"]).read_text())
+    assert spec["model"]["backbone_type"] == "resnet_tiny" and spec["train"]["num_epochs"] == 2
+    assert spec["train"]["resume_training_checkpoint_path"].endswith("checkpoints/last.ckpt")
+    events = [json.loads(line) for line in (store.results_dir(first["job_id"]) / "status.json").read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]  # epoch 1 is not trained twice
