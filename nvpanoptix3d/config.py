@@ -222,6 +222,8 @@ class OptimConfig:
 class TrainConfig:
     num_epochs: int = param(100, "Training epochs.", minimum=1, maximum=10000, popular=True)
     num_gpus: int = param(1, "GPUs per node (0: CPU).", minimum=0, maximum=64)
+    allow_cpu_fallback: bool = param(False, "Train on the CPU when train.num_gpus asks for GPUs and none is "
+                                     "visible (a warning in status.json); false: that is an error.")
     gpu_ids: list = param([0], "GPU indices used on this node.")
     num_nodes: int = param(1, "Nodes (multi-node through WORLD_SIZE / NODE_RANK / MASTER_ADDR).", minimum=1,
                            maximum=1024)

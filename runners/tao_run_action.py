@@ -129,8 +129,13 @@ def run(args) -> int:
           file=sys.stderr)
     record = job_api.wait(store, record.job_id, timeout=args.timeout)
     ok = record.status == job_api.DONE
+    warnings = [e.get("message", "") for e in job_api.read_status(store.results_dir(record.job_id))
+                if e.get("event") == "warning"]
     result = {"ok": ok, "job_id": record.job_id, "status": record.status, "exit_code": record.exit_code,
-              "kpi": record.kpi, "results_dir": str(store.results_dir(record.job_id)), "error": record.error}
+              "kpi": record.kpi, "results_dir": str(store.results_dir(record.job_id)), "error": record.error,
+              "warnings": warnings}
+    for warning in warnings:
+        print(f"[warning] {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:

@@ -45,6 +45,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     export = _run(capsys, "--action", "export", "--parent-job-id", train["job_id"], *common,
                   *_overrides(spec_keys + ["export.max_voxels=4000"]))
     results = store.results_dir(export["job_id"])
+    assert any("tensorrt is not installed" in w for w in export["warnings"])  # ONNX only, and it says so
     assert (results / "nvpanoptix3d_2d.onnx").is_file() and (results / "nvpanoptix3d_3d.onnx").is_file()
     import onnx
     graph = onnx.load(str(results / "nvpanoptix3d_3d.onnx")).graph
@@ -161,3 +162,16 @@ def test_resume_keeps_the_jobs_spec_and_never_starts_a_sweep(capsys, tmp_path):
     assert spec["train"]["resume_training_checkpoint_path"].endswith("checkpoints/last.ckpt")
     events = [json.loads(line) for line in (store.results_dir(first["job_id"]) / "status.json").read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]  # epoch 1 is not trained twice
+
+
+@pytest.mark.slow
+def test_gpus_asked_and_none_visible_fail_unless_the_fallback_is_allowed(capsys, tmp_path):
+    common = ["--skill", str(SKILL), "--json", "--action", "train", "--automl-policy", "off", "--train-dataset",
+              str(EXAMPLE), "--jobs-dir", str(tmp_path), "--ptm", "none",
+              *_overrides([o for o in TINY_OVERRIDES + TINY_TRAIN if not o.startswith("train.num_gpus")])]
+    code = run_action([*common, "--override", "train.num_gpus=2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and not result["ok"] and "train.num_gpus=2 but no GPU is visible" in result["error"]
+    code = run_action([*common, "--override", "train.num_gpus=2", "--override", "train.allow_cpu_fallback=true"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["ok"] and "training on the CPU" in result["warnings"][0]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, SpecError
 from .predictor import load_for_action
 from .status import StatusWriter
 
@@ -75,17 +75,21 @@ def _export(module: nn.Module, inputs: tuple, path: Path, names_in: list[str], n
     return diff
 
 
-def _tensorrt(onnx_path: Path, engine_path: str, data_type: str, workspace_mb: int) -> str:
+NO_TENSORRT = "tensorrt is not installed here: ONNX files written, no TensorRT engine built"
+
+
+def _tensorrt(onnx_path: Path, engine_path: str, data_type: str, workspace_mb: int) -> str | None:
+    """Build the engine; None when tensorrt is not installed."""
     try:
         import tensorrt as trt
     except ImportError:
-        return "tensorrt is not importable here: ONNX files written, no TensorRT engine built"
+        return None
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
-        return f"TensorRT could not parse {onnx_path}: {parser.get_error(0)}"
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {parser.get_error(0)}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if data_type == "FP16":
@@ -120,6 +124,12 @@ def run_export(cfg: ExperimentConfig) -> dict:
         result.update({"onnx_file_3d": str(path3d), "max_abs_diff_3d": diff3d, "shared_candidates_3d": shared})
     engine = ex.trt.engine_file_2d or str(results / "nvpanoptix3d_2d.engine")
     message = _tensorrt(path2d, engine, ex.trt.data_type, ex.trt.workspace_size_mb)
+    if message is None:
+        if ex.trt.engine_file_2d:  # asked for by name: an export without it did less than asked
+            raise SpecError(f"export.trt.engine_file_2d: a TensorRT engine was asked for but {NO_TENSORRT.split(':')[0]}"
+                            "; install tensorrt, or leave export.trt.engine_file_2d empty for ONNX only")
+        message = NO_TENSORRT
+        status.write("warning", message=message)
     print(f"[export] {message}")
     result["tensorrt"] = message
     status.write("done", action="export", **result)

@@ -130,6 +130,17 @@ def _atomic_save(trainer, path: Path) -> None:
 CPU_PROCESSES_ENV = "NVPANOPTIX3D_CPU_PROCESSES"
 
 
+def gpu_check(cfg: ExperimentConfig) -> str | None:
+    """GPUs asked and none visible: an error, or with train.allow_cpu_fallback the warning to record."""
+    if cfg.train.num_gpus == 0 or torch.cuda.is_available():
+        return None
+    message = (f"train.num_gpus={cfg.train.num_gpus} but no GPU is visible here "
+               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    if not cfg.train.allow_cpu_fallback:
+        raise SpecError(f"{message}; set train.num_gpus=0 to train on the CPU, or train.allow_cpu_fallback=true")
+    return message + "; training on the CPU (train.allow_cpu_fallback)"
+
+
 def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     t = cfg.train
     use_gpu = t.num_gpus > 0 and torch.cuda.is_available()
@@ -231,6 +242,7 @@ def intact_checkpoint(path: str) -> str:
 
 def run_train(cfg: ExperimentConfig) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    fallback = gpu_check(cfg)
     kwargs = trainer_kwargs(cfg)
     resume = intact_checkpoint(cfg.train.resume_training_checkpoint_path) or None
     cfg = backbone_of_checkpoint_2d(cfg)  # also on resume: the run was built that way
@@ -252,6 +264,9 @@ def run_train(cfg: ExperimentConfig) -> dict:
         # a process with an empty shard skips validation and the others wait for it in the metric all-reduce
         raise SpecError(f"dataset.val: {len(val_loader.dataset)} frame(s) for {world} training processes; each "
                         f"process validates its own share: give the val split at least {world} frames")
+    if fallback:
+        print(f"[warning] {fallback}")
+        status.write("warning", message=fallback)
     status.write("start", action="train", accelerator=kwargs["accelerator"], precision=kwargs["precision"],
                  devices=world, frames=len(train_loader.dataset), resume=resume)
     with interrupt.deferred():
