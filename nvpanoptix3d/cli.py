@@ -76,7 +76,6 @@ def run_action(action: str, cfg: ExperimentConfig) -> dict:
 
 
 def synth_main(argv: list[str]) -> int:
-    from .synth import write_dataset
     p = argparse.ArgumentParser(prog="nvpanoptix3d synth", description="Write synthetic scenes in the "
                                 "NVPanoptix3D / 3D-FRONT layout")
     p.add_argument("out")
@@ -90,6 +89,15 @@ def synth_main(argv: list[str]) -> int:
                         "multiview: nerfstudio walk-throughs")
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args(argv)
+    try:
+        return _synth(a)
+    except (ValueError, OSError) as exc:
+        print(f"error: nvpanoptix3d synth: {exc}", file=sys.stderr)
+        return 2
+
+
+def _synth(a) -> int:
+    from .synth import write_dataset
     if a.layout == "multiview":
         from .synth.multiview import write_multiview
         out = write_multiview(a.out, a.scenes, a.frames, a.seed)

@@ -173,6 +173,17 @@ class JobStore:
                 problems.append(str(exc))
         return records
 
+    def check_writable(self) -> None:
+        """The store's folder exists or can be made, and takes files."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise SkillBankError(f"--jobs-dir {self.root}: not a writable folder ({exc.strerror or exc}); pass a "
+                                 "folder you can write to") from None
+
     def ensure_not_running(self, job_id: str) -> None:
         """Relaunching a job in place is refused while its supervisor or engine lives."""
         if not (self.job_dir(job_id) / "job.json").is_file():
@@ -281,6 +292,7 @@ def create_job(store: JobStore, action: str, skill: str, spec: dict, backend: st
                backend_options: dict | None = None, parent_job_id: str | None = None,
                job_id: str | None = None) -> JobRecord:
     """Write the job record and spec, then start a detached supervisor that runs the backend."""
+    store.check_writable()
     if job_id:
         store.ensure_not_running(job_id)
         (store.job_dir(job_id) / STOP_REASON).unlink(missing_ok=True)

@@ -175,3 +175,15 @@ def test_gpus_asked_and_none_visible_fail_unless_the_fallback_is_allowed(capsys,
     code = run_action([*common, "--override", "train.num_gpus=2", "--override", "train.allow_cpu_fallback=true"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and result["ok"] and "training on the CPU" in result["warnings"][0]
+
+
+def test_a_jobs_dir_under_a_file_and_a_too_small_synth_are_one_line(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code = run_action(["--skill", str(SKILL), "--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--jobs-dir",
+                       str(tmp_path / "a_file" / "jobs"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and "not a writable folder" in json.loads(captured.out)["error"]
+    assert "Traceback" not in captured.err
+    from nvpanoptix3d.cli import main as engine_main
+    assert engine_main(["synth", str(tmp_path / "s"), "--scenes", "1"]) == 2
+    assert "--scenes 1 is fewer than" in capsys.readouterr().err
