@@ -258,7 +258,10 @@ class EvaluateConfig:
 @dataclass
 class InferenceConfig:
     checkpoint: str = param("", "Model checkpoint.")
-    images_dir: str = param("", "Folder of RGB images or an images.tar.gz.")
+    images_dir: str = param("", "Folder of RGB images (any size; other files are skipped) or an images.tar.gz.")
+    horizontal_fov_deg: float = param(0.0, "Horizontal field of view of the photos' camera in degrees; each photo "
+                                      "is scaled to the model's focal length, then centre-cropped or padded. 0: "
+                                      "unknown, taken as the model's own 60 degrees.", minimum=0.0, maximum=170.0)
     mode: str = param("panoptic", "Output labels.", options=["panoptic", "instance", "semantic"])
     save_mesh: bool = param(True, "Write a .ply mesh per image.")
     save_previews: bool = param(True, "Write PNG previews per image.")

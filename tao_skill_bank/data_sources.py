@@ -109,14 +109,17 @@ def data_overrides(skill: Skill, action: str, roots: DatasetRoots, fetch: bool =
             flag = "--" + req.source.replace("_datasets", "_dataset").replace("_", "-")
             raise SkillBankError(f"{action}: {req.spec_key} needs a {req.source} root; pass {flag} DIR")
         if root.startswith("s3://") and not fetch:
-            overrides[req.spec_key] = "/".join(filter(None, [root.rstrip("/"), req.relative_path]))
+            overrides[req.spec_key] = "/".join(filter(None, [root.rstrip("/"), req.relative_path.strip(".")]))
             continue
         if root not in local:
             local[root] = localize(root)
-        path = local[root] / req.relative_path if req.relative_path else local[root]
-        if not path.exists():
+        found = [local[root] / rel for rel in req.alternatives or (req.relative_path,)
+                 if (local[root] / rel).exists()]
+        if found:
+            overrides[req.spec_key] = str(found[0].resolve())
+        elif not req.optional:
+            wanted = " or ".join(req.alternatives or (req.relative_path,))
             fix = skill.error_fix(_ERROR_FOR_FILE[req.relative_path]) if req.relative_path in _ERROR_FOR_FILE \
-                else f"the dataset root must contain {req.relative_path}"
-            raise SkillBankError(f"{root}: {req.relative_path} not found (needed for {req.spec_key}); {fix}")
-        overrides[req.spec_key] = str(path)
+                else f"the dataset root must contain {wanted}"
+            raise SkillBankError(f"{root}: {wanted} not found (needed for {req.spec_key}); {fix}")
     return overrides

@@ -105,7 +105,7 @@ def skill_info(schemas: dict[str, dict]) -> dict:
     actions = {}
     for action, command in skill.actions.items():
         inputs = {r.spec_key: {"type": "folder" if r.relative_path in ("data",) or r.relative_path.endswith(
-            ".tar.gz") else "file"} for r in skill.requirements_for(action)}
+            ".tar.gz") else "file", **({"optional": True} if r.optional else {})} for r in skill.requirements_for(action)}
         for p in skill.spec_params_for(action):
             if p.function in ("parent_model", "parent_model_or_ptm", "ptm", "resume_model"):
                 inputs[p.spec_key] = {"type": "file", "optional": action == "train"}

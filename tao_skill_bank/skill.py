@@ -18,11 +18,15 @@ INFERENCE_FUNCTIONS = ("parent_model", "parent_model_or_ptm", "ptm", "resume_mod
 
 @dataclass(frozen=True)
 class DataRequirement:
+    """A row of the requirements table. Its Files cell may list alternatives ("images.tar.gz or ."; the first
+    that exists wins) and end in "(optional)" (none there: the key keeps the spec's default)."""
     action: str
     spec_key: str
     source: str
     relative_path: str
     is_list: bool
+    alternatives: tuple = ()
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,11 @@ def _table(sections: dict[str, str], heading: str, required: bool = True) -> lis
 def _requirement(row: dict, path: Path) -> DataRequirement:
     if row["Source"] not in SOURCES:
         raise SkillBankError(f"{path}: dataset source {row['Source']!r} for {row['Spec Key']} is not one of {SOURCES}")
-    return DataRequirement(row["Action"], row["Spec Key"], row["Source"], row["Files"], row["List?"] == "Yes")
+    files = row["Files"].strip()
+    optional = files.endswith("(optional)")
+    alternatives = tuple(a.strip() for a in files.removesuffix("(optional)").split(" or ") if a.strip())
+    return DataRequirement(row["Action"], row["Spec Key"], row["Source"], alternatives[0], row["List?"] == "Yes",
+                           alternatives, optional)
 
 
 def _spec_param(row: dict, path: Path) -> SpecParam:

@@ -187,3 +187,22 @@ def test_a_jobs_dir_under_a_file_and_a_too_small_synth_are_one_line(capsys, tmp_
     from nvpanoptix3d.cli import main as engine_main
     assert engine_main(["synth", str(tmp_path / "s"), "--scenes", "1"]) == 2
     assert "--scenes 1 is fewer than" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_plain_folder_of_photos_is_an_inference_root(capsys, tmp_path):
+    """No meta/, photos of another size, a stray text file: segmented with the model's own camera and labels."""
+    import numpy as np
+    from PIL import Image
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rgb = np.asarray(Image.open(next((EXAMPLE / "data").glob("*/rgb_*.png"))).convert("RGB"))
+    Image.fromarray(rgb).resize((640, 480)).save(photos / "room.jpg", quality=92)
+    (photos / "notes.txt").write_text("taken with a phone")
+    result = _run(capsys, "--action", "inference", "--inference-dataset", str(photos), "--jobs-dir",
+                  str(tmp_path / "jobs"), *_overrides(["inference.horizontal_fov_deg=60"]))
+    assert any("skipped 1 file" in w and "notes.txt" in w for w in result["warnings"])
+    manifest = json.loads((JobStore(str(tmp_path / "jobs")).results_dir(result["job_id"]) / "predictions" /
+                           "manifest.json").read_text())
+    assert [m["image"] for m in manifest] == ["room.jpg"] and manifest[0]["input_size"] == [640, 480]
+    assert manifest[0]["scale_to_model"] == pytest.approx(0.5, rel=1e-3) and manifest[0]["occupied_voxels"] > 0

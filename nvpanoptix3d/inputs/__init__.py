@@ -1,0 +1,1 @@
+"""What the engine reads at inference: single images of any size (images.py)."""
