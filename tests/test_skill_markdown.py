@@ -85,3 +85,36 @@ def test_error_patterns_used_by_the_sdk_exist():
     skill = load_skill(SKILL)
     for name in ("Missing frustum mask", "Downsample factor mismatch", "3D occupancy OOM", "fsdp requested"):
         assert skill.error_fix(name)
+
+
+def test_evals_name_real_skills_runners_flags_and_keys():
+    """evals/evals.json (the public TAO bank's format): every expected skill and runner exists, every --flag is
+    one its runner takes, every dotted key one the schemas know; refusals name what SKILL.md rules out."""
+    import json
+    import re
+
+    from runners.tao_run_action import build_parser as action_parser
+    from runners.tao_run_automl import build_parser as automl_parser
+    from tao_skill_bank.spec import schema_node
+    repo = SKILL.parent.parent
+    flags = {"runners/tao_run_action.py": action_parser(), "runners/tao_run_automl.py": automl_parser()}
+    skill = load_skill(SKILL)
+    schemas = [skill.load_schema(a) for a in skill.actions]
+    not_for = skill.markdown.split("Do not use it for:")[1].split("\n\n")[0].lower()
+    for folder in sorted((repo / "skills").iterdir()):
+        items = json.loads((folder / "evals" / "evals.json").read_text())
+        assert items and {"id", "question", "expected_skill", "expected_script", "ground_truth",
+                          "expected_behavior"} <= set(items[0])
+        for item in items:
+            text = item["ground_truth"] + " " + " ".join(item["expected_behavior"])
+            if item["expected_skill"] is None:
+                assert item["expected_script"] is None
+                assert any(word in not_for for word in ("driving", "video", "open-vocabulary")), item["id"]
+                continue
+            assert (repo / "skills" / item["expected_skill"] / "SKILL.md").is_file(), item["id"]
+            parser = flags[item["expected_script"]]
+            known = {opt for action in parser._actions for opt in action.option_strings}
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", text):
+                assert flag in known, (item["id"], flag)
+            for key in re.findall(r"\b(?:train|model|dataset|inference|export|evaluate)\.[a-z0-9_.]+[a-z0-9_]", text):
+                assert any(schema_node(s, key) is not None for s in schemas), (item["id"], key)
