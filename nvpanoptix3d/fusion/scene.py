@@ -1,0 +1,199 @@
+"""Every frame's 3D prediction fused into one sparse world voxel map, one instance ID per object.
+
+For each frame, `SceneFusion.integrate` does what the algorithm says:
+1. place the frame's occupied voxels in the world through its pose and hash them into world voxels;
+2. weigh each by its occupancy probability, twice as much where the camera saw it (within two voxels of the
+   depth it was lifted with) as where the 3D stage completed it;
+3. add that weight to the voxel's occupancy and to its class votes; voxels of the map that this frame sees in
+   front of its depth get a free-space vote (what is seen empty beats what was completed);
+4. match each of the frame's object instances to the scene's objects of its class by 3D overlap, or start a
+   new object, and vote for that object in its voxels.
+`result()` keeps the voxels whose occupancy outweighs their free votes, with their majority class and object.
+
+Memory grows with the surfaces seen (the map holds only voxels some frame predicted), not the scene's box.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..labels import NUM_CLASSES, is_thing
+
+_BIAS = 1 << 20               # world voxel coordinates in [-2^20, 2^20): +-31 km at 3 cm
+_NEIGHBOURS = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)])
+IS_THING = np.array([is_thing(c) for c in range(NUM_CLASSES)])
+
+
+def pack(coords: np.ndarray) -> np.ndarray:
+    c = coords.astype(np.int64) + _BIAS
+    return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
+
+
+def unpack(keys: np.ndarray) -> np.ndarray:
+    return np.stack([(keys >> 42) & 0x1FFFFF, (keys >> 21) & 0x1FFFFF, keys & 0x1FFFFF], 1) - _BIAS
+
+
+@dataclass
+class FrameObservation:
+    """One frame's 3D prediction in its camera: what the fusion reads."""
+    camera_to_world: np.ndarray   # 4 x 4, OpenCV camera
+    points: np.ndarray            # V x 3 camera-space centres of its occupied voxels, metres
+    semantic: np.ndarray          # V
+    instance: np.ndarray          # V frame-local ids (0: stuff)
+    probability: np.ndarray       # V occupancy probability
+    depth: np.ndarray             # H x W metres the frame was lifted with (0: none)
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    name: str = ""
+
+
+@dataclass
+class SceneObject:
+    object_id: int
+    class_id: int
+    keys: np.ndarray              # sorted world voxel keys seen as this object so far
+    frames: list = field(default_factory=list)
+    score: float = 0.0
+
+
+@dataclass
+class FusedScene:
+    coords: np.ndarray            # N x 3 int world voxel coordinates
+    voxel_size: float
+    occupancy: np.ndarray         # N, the share of evidence for occupied
+    semantic: np.ndarray          # N
+    instance: np.ndarray          # N scene object ids (0: stuff)
+    objects: list[SceneObject]
+    trajectory: np.ndarray        # F x 3 camera centres
+
+
+class SceneFusion:
+    def __init__(self, voxel_size: float = 0.03, surface_band: float = 2.0, match_overlap: float = 0.2):
+        self.voxel_size = voxel_size
+        self.surface_band = surface_band          # voxels from the lifted depth that count as seen
+        self.match_overlap = match_overlap        # share of the smaller object both must cover to be one
+        self.keys = np.zeros(0, np.int64)         # sorted
+        self.hit = np.zeros(0, np.float32)
+        self.free = np.zeros(0, np.float32)
+        self.votes = np.zeros((0, NUM_CLASSES), np.float32)
+        self.objects: list[SceneObject] = []
+        self._object_votes: list[tuple] = []      # (keys, object ids, weights), summed per (key, object) now and then
+        self._pending = 0
+        self.trajectory: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ the algorithm
+    def integrate(self, frame: FrameObservation) -> None:
+        world = frame.points @ frame.camera_to_world[:3, :3].T + frame.camera_to_world[:3, 3]
+        keys = pack(np.floor(world / self.voxel_size))
+        weight = frame.probability * np.where(self._seen(frame), 1.0, 0.5)
+        self._free_space(frame)
+        rows = self._add_keys(keys)
+        np.add.at(self.hit, rows, weight)
+        np.add.at(self.votes, (rows, frame.semantic), weight)
+        self._associate(frame, keys, weight)
+        self.trajectory.append(frame.camera_to_world[:3, 3].copy())
+
+    def _seen(self, frame: FrameObservation) -> np.ndarray:
+        """V bool: the voxel lies within the surface band of the depth at its pixel."""
+        z, lifted = frame.points[:, 2], self._depth_at(frame, frame.points)
+        return (lifted > 0) & (np.abs(z - lifted) <= self.surface_band * self.voxel_size)
+
+    @staticmethod
+    def _depth_at(frame: FrameObservation, points: np.ndarray) -> np.ndarray:
+        z = np.maximum(points[:, 2], 1e-6)
+        u = np.round(points[:, 0] / z * frame.fx + frame.cx).astype(np.int64)
+        v = np.round(points[:, 1] / z * frame.fy + frame.cy).astype(np.int64)
+        h, w = frame.depth.shape
+        inside = (points[:, 2] > 0) & (u >= 0) & (v >= 0) & (u < w) & (v < h)
+        out = np.zeros(len(points), np.float32)
+        out[inside] = frame.depth[v[inside], u[inside]]
+        return out
+
+    def _free_space(self, frame: FrameObservation) -> None:
+        """Map voxels this frame sees clearly in front of its depth get a free vote."""
+        if not len(self.keys):
+            return
+        centres = (unpack(self.keys) + 0.5) * self.voxel_size
+        world_to_camera = np.linalg.inv(frame.camera_to_world)
+        points = centres @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+        lifted = self._depth_at(frame, points)
+        self.free += (lifted > 0) & (points[:, 2] < lifted - self.surface_band * self.voxel_size)
+
+    def _add_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of `keys` in the map, new keys inserted (kept sorted)."""
+        new = np.setdiff1d(keys, self.keys)
+        if len(new):
+            merged = np.concatenate([self.keys, new])
+            order = np.argsort(merged, kind="stable")
+            grow = len(new)
+            self.keys = merged[order]
+            self.hit = np.concatenate([self.hit, np.zeros(grow, np.float32)])[order]
+            self.free = np.concatenate([self.free, np.zeros(grow, np.float32)])[order]
+            self.votes = np.concatenate([self.votes, np.zeros((grow, NUM_CLASSES), np.float32)])[order]
+        return np.searchsorted(self.keys, keys)
+
+    def _associate(self, frame: FrameObservation, keys: np.ndarray, weight: np.ndarray) -> None:
+        for local in np.unique(frame.instance[frame.instance > 0]):
+            sel = frame.instance == local
+            cls = int(np.bincount(frame.semantic[sel], minlength=NUM_CLASSES).argmax())
+            mine = np.unique(keys[sel])
+            target = self._match(mine, cls)
+            if target is None:
+                target = SceneObject(len(self.objects) + 1, cls, mine)
+                self.objects.append(target)
+            else:
+                target.keys = np.union1d(target.keys, mine)
+            target.frames.append(frame.name)
+            self._object_votes.append((keys[sel], np.full(sel.sum(), target.object_id, np.int64),
+                                       weight[sel].astype(np.float64)))
+            self._pending += int(sel.sum())
+        if self._pending > 4_000_000:  # bounded memory over long walk-throughs
+            self._object_votes = [self._reduce_votes()]
+            self._pending = len(self._object_votes[0][0])
+
+    def _reduce_votes(self) -> tuple:
+        """All object votes summed per (key, object)."""
+        key = np.concatenate([v[0] for v in self._object_votes])
+        obj = np.concatenate([v[1] for v in self._object_votes])
+        w = np.concatenate([v[2] for v in self._object_votes])
+        pairs, inverse = np.unique(np.stack([key, obj], 1), axis=0, return_inverse=True)
+        return pairs[:, 0], pairs[:, 1], np.bincount(inverse.ravel(), weights=w)
+
+    def _match(self, mine: np.ndarray, cls: int) -> SceneObject | None:
+        """The scene object of this class sharing the largest share of the smaller one's voxels (within one voxel),
+        if that share reaches match_overlap."""
+        grown = np.unique(pack((unpack(mine)[:, None, :] + _NEIGHBOURS[None]).reshape(-1, 3)))
+        best, best_share = None, self.match_overlap
+        for obj in self.objects:
+            if obj.class_id != cls:
+                continue
+            share = len(np.intersect1d(obj.keys, grown, assume_unique=True)) / min(len(obj.keys), len(mine))
+            if share >= best_share:
+                best, best_share = obj, share
+        return best
+
+    # ------------------------------------------------------------------ the map
+    def result(self, min_weight: float = 0.5) -> FusedScene:
+        occupancy = self.hit / np.maximum(self.hit + self.free, 1e-6)
+        keep = (occupancy > 0.5) & (self.hit >= min_weight)
+        votes = self.votes[keep].copy()
+        votes[:, 0] = -1                                               # occupied voxels are never void
+        semantic = votes.argmax(1)
+        instance = np.zeros(keep.sum(), np.int64)
+        if self._object_votes:
+            key, obj, total = self._reduce_votes()
+            order = np.lexsort((-total, key))                          # per key, the heaviest object first
+            first = np.concatenate([[True], key[order[1:]] != key[order[:-1]]])
+            best_key, best_obj = key[order[first]], obj[order[first]]
+            kept_keys = self.keys[keep]
+            pos = np.searchsorted(best_key, kept_keys).clip(max=len(best_key) - 1)
+            found = best_key[pos] == kept_keys
+            instance[found] = best_obj[pos[found]]
+        instance[~IS_THING[semantic]] = 0
+        present = set(np.unique(instance[instance > 0]).tolist())
+        objects = [o for o in self.objects if o.object_id in present]
+        return FusedScene(unpack(self.keys[keep]), self.voxel_size, occupancy[keep], semantic, instance, objects,
+                          np.array(self.trajectory).reshape(-1, 3))

@@ -1,0 +1,63 @@
+"""Scene fusion with known answers: frames of a synthetic walk-through, each predicted perfectly in 2D and depth
+but with its own instance numbering, fuse to one room with one scene ID per true object."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nvpanoptix3d import fileio
+from nvpanoptix3d.fusion.scene import FrameObservation, SceneFusion, pack, unpack
+from nvpanoptix3d.geometry import Intrinsics
+
+
+def test_keys_round_trip_negative_and_far_coordinates():
+    coords = np.array([[0, 0, 0], [-5, 7, -1000], [1000000, -1000000, 3]])
+    assert np.array_equal(unpack(pack(coords)), coords)
+
+
+def _observations(root, shuffle_seed=0):
+    from nvpanoptix3d.inputs.posed import read_posed_folder
+    k = Intrinsics.front3d()
+    rng = np.random.default_rng(shuffle_seed)
+    for frame in read_posed_folder(root).frames:
+        depth = fileio.load_uint16(frame.depth).astype(np.float32) * frame.depth_scale
+        labels = fileio.load_npz(root / "panoptic" / f"{frame.name}.npz").astype(np.int64)
+        valid = (depth > 0) & (labels[..., 0] > 0)
+        v, u = np.nonzero(valid)
+        z = depth[v, u]
+        points = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], 1)
+        true_instance = labels[v, u, 1]
+        ids = np.unique(true_instance[true_instance > 0])
+        local = dict(zip(ids.tolist(), rng.permutation(len(ids)) + 1))          # each frame numbers its own
+        instance = np.array([local.get(i, 0) for i in true_instance.tolist()])
+        yield FrameObservation(frame.camera_to_world, points, labels[v, u, 0], instance, np.ones(len(z), np.float32),
+                               depth, k.fx, k.fy, k.cx, k.cy, frame.name), true_instance
+
+
+@pytest.mark.slow
+def test_a_walk_through_fuses_to_one_scene_id_per_object(tmp_path):
+    from nvpanoptix3d.synth.multiview import write_multiview
+    root = write_multiview(tmp_path, scenes=1, frames=8, seed=4)   # five objects in view
+    scene_dir = next(root.iterdir())
+    fusion = SceneFusion(voxel_size=0.03)
+    truth_keys, truth_ids = [], []
+    for obs, true_instance in _observations(scene_dir):
+        fusion.integrate(obs)
+        world = obs.points @ obs.camera_to_world[:3, :3].T + obs.camera_to_world[:3, 3]
+        truth_keys.append(pack(np.floor(world / 0.03)))
+        truth_ids.append(true_instance)
+    scene = fusion.result()
+    keys, ids = np.concatenate(truth_keys), np.concatenate(truth_ids)
+    fused = dict(zip(pack(scene.coords).tolist(), scene.instance.tolist()))
+    seen_objects = [i for i in np.unique(ids) if i > 0 and (ids == i).sum() > 200]
+    assert len(seen_objects) >= 2
+    per_object = []
+    for true_id in seen_objects:
+        got = np.array([fused.get(key, 0) for key in keys[ids == true_id].tolist()])
+        got = got[got > 0]
+        values, counts = np.unique(got, return_counts=True)
+        assert counts.max() >= 0.9 * len(got), true_id                 # one scene ID carries the object
+        per_object.append(values[counts.argmax()])
+    assert len(set(per_object)) == len(per_object)                     # and no two objects share one
+    assert len(scene.objects) <= 1.2 * len(seen_objects)
+    assert len(scene.trajectory) == 8 and len(scene.coords) > 1000
