@@ -32,7 +32,8 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            np.lib.format.write_array(member, np.asarray(array) if np.ndim(array) == 0 else np.ascontiguousarray(array),
+                                      allow_pickle=False)
             zf.writestr(info, member.getvalue(), compresslevel=6)
     write_bytes(Path(path), buf.getvalue())
 

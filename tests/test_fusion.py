@@ -61,3 +61,27 @@ def test_a_walk_through_fuses_to_one_scene_id_per_object(tmp_path):
     assert len(set(per_object)) == len(per_object)                     # and no two objects share one
     assert len(scene.objects) <= 1.2 * len(seen_objects)
     assert len(scene.trajectory) == 8 and len(scene.coords) > 1000
+
+
+@pytest.mark.slow
+def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsys, tmp_path):
+    import json
+
+    from conftest import SKILL
+
+    from nvpanoptix3d.synth.multiview import write_multiview
+    from runners.tao_run_action import main as run_action
+    from tao_skill_bank.jobs import JobStore
+    walk = next(write_multiview(tmp_path / "walk", scenes=1, frames=3, seed=4).iterdir())
+    code = run_action(["--skill", str(SKILL), "--action", "inference", "--inference-dataset", str(walk),
+                       "--jobs-dir", str(tmp_path / "jobs"), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["ok"], result
+    scene = JobStore(str(tmp_path / "jobs")).results_dir(result["job_id"]) / "predictions" / "scene"
+    summary = json.loads((scene / "summary.json").read_text())
+    assert summary["posed_folder"] == "nerfstudio" and summary["depth_source"] == "sensor"
+    volume = np.load(scene / "scene.npz")
+    assert len(volume["coords"]) == summary["scene_voxels"] > 1000 and float(volume["voxel_size"]) == pytest.approx(0.03)
+    objects = json.loads((scene / "scene_objects.json").read_text())
+    assert len(objects) == summary["scene_objects"] and all(o["frames"] for o in objects)
+    assert (scene / "scene.ply").read_bytes().startswith(b"ply\n") and (scene / "scene_top_down.png").is_file()

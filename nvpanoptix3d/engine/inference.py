@@ -1,17 +1,25 @@
-"""The inference action: every RGB image of inference.images_dir (a folder or an images.tar.gz) ->
-3D volume, meshes, objects JSON and previews under results_dir."""
+"""The inference action. A folder of photos (or an images.tar.gz): per image a 3D volume, meshes, objects JSON
+and previews under results_dir/predictions. A posed folder (nerfstudio, COLMAP, RGB-D export): the same per
+frame, lifted with the frame's sensor depth where it has one (dataset.depth_source), and every frame fused into
+one scene under predictions/scene."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from .. import fileio
-from ..config import ExperimentConfig
+from ..config import DataError, ExperimentConfig
 from ..data import check_frustum_mask
+from ..fusion.outputs import write_scene
+from ..fusion.scene import FrameObservation, SceneFusion
+from ..inputs.camera_fit import fit_depth, fit_rgb
 from ..inputs.images import fit_to_model, list_images, read_photo
+from ..inputs.posed import PosedFolder, detect_format, read_posed_folder
 from ..model.network import get_grid
 from ..model.postprocess import panoptic_2d, panoptic_3d
 from .outputs import write_outputs
@@ -24,6 +32,9 @@ def run_inference(cfg: ExperimentConfig) -> dict:
     status = StatusWriter(results)
     if cfg.dataset.enable_3d and cfg.dataset.frustum_mask_path:  # optional: the model's grid has its own
         check_frustum_mask(cfg.dataset)
+    source = Path(cfg.inference.images_dir)
+    if source.is_dir() and detect_format(source):
+        return run_scene(cfg, read_posed_folder(source), status)
     images, skipped = list_images(cfg.inference.images_dir, results / "inputs" / "images")
     if skipped:
         message = f"skipped {len(skipped)} file(s) that are not .png / .jpg images, e.g. {skipped[0]}"
@@ -55,3 +66,70 @@ def run_inference(cfg: ExperimentConfig) -> dict:
     fileio.write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     status.write("done", action="inference", images=len(images))
     return {"images": len(images), "outputs": str(out_dir)}
+
+
+def choose_depth_source(requested: str, folder: PosedFolder, status: StatusWriter) -> str:
+    """sensor or predicted, from dataset.depth_source and what the folder carries."""
+    if requested == "sensor" and not folder.has_depth:
+        raise DataError(f"dataset.depth_source: sensor, but {folder.root} ({folder.format}) has no depth files; "
+                        "use auto or predicted")
+    if requested == "multiview" or (requested == "auto" and not folder.has_depth):
+        if requested == "multiview":
+            message = "dataset.depth_source multiview is not available yet: lifting the predicted depth"
+            print(f"[warning] {message}")
+            status.write("warning", message=message)
+        return "predicted"
+    return "predicted" if requested == "predicted" else "sensor"
+
+
+def read_depth(frame) -> np.ndarray:
+    raw = fileio.load_exr(frame.depth) if frame.depth.suffix == ".exr" else fileio.load_uint16(frame.depth)
+    depth = raw.astype(np.float32) * (1.0 if frame.depth.suffix == ".exr" else frame.depth_scale)
+    return np.where(np.isfinite(depth), depth, 0.0)
+
+
+@torch.no_grad()
+def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) -> dict:
+    module = load_for_action(cfg, cfg.inference.checkpoint, "inference.checkpoint")
+    device = device_for(cfg)
+    module.to(device)
+    mcfg = module.cfg
+    grid = get_grid(mcfg)
+    k = grid.intrinsics
+    source = choose_depth_source(cfg.dataset.depth_source, folder, status)
+    status.write("start", action="inference", images=len(folder.frames), posed_folder=folder.format,
+                 depth_source=source, mode=cfg.inference.mode)
+    out_dir = Path(cfg.results_dir) / "predictions"
+    fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size)
+    manifest = []
+    for frame in tqdm(folder.frames, desc="frames", unit="frame"):
+        rgb = fit_rgb(read_photo(frame.image), frame.camera, k)
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None].to(device) / 255.0
+        sensor = None
+        if source == "sensor" and frame.depth is not None:
+            fitted = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
+            sensor = torch.from_numpy(fitted)[None].to(device)
+        every = torch.ones(1, dtype=torch.bool)
+        out = module.model(image, gt_depth=sensor, teacher=every if sensor is not None else None)
+        pan2d = panoptic_2d(out.out2d, 0, mcfg, (k.height, k.width))
+        pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode)
+        written = write_outputs(out_dir, frame.name, rgb, pan2d, pan3d, grid, cfg.inference.save_mesh,
+                                cfg.inference.save_previews)
+        lifted = module.model.lifting_depth(out.out2d, sensor, every if sensor is not None else None)
+        lifted = F.interpolate(lifted[:, None].float(), size=(k.height, k.width), mode="nearest")[0, 0]
+        fusion.integrate(FrameObservation(frame.camera_to_world, grid.grid_to_camera(pan3d.index).cpu().numpy(),
+                                          pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(),
+                                          pan3d.probability.float().cpu().numpy(), lifted.cpu().numpy(),
+                                          k.fx, k.fy, k.cx, k.cy, frame.name))
+        manifest.append({"image": frame.image.name, "frame": frame.name, **written, "depth_source": source,
+                         "occupied_voxels": int(len(pan3d.index))})
+    scene = fusion.result()
+    scene_files = write_scene(out_dir / "scene", scene)
+    fileio.write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    summary = {"frames": len(folder.frames), "posed_folder": folder.format, "depth_source": source,
+               "scene_voxels": int(len(scene.coords)), "scene_objects": len(scene.objects),
+               "scene": {k2: f"scene/{v}" for k2, v in scene_files.items()}}
+    fileio.write_bytes(out_dir / "scene" / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    status.write("done", action="inference", images=len(folder.frames), scene_voxels=summary["scene_voxels"],
+                 scene_objects=summary["scene_objects"])
+    return summary

@@ -74,7 +74,11 @@ class PanopticModule(L.LightningModule):
         self.metrics = self.new_metrics()
 
     def validation_step(self, batch: Batch, batch_idx: int):
-        self.accumulate(batch, self.model(batch.images))
+        if self.cfg.dataset.depth_source == "sensor" and batch.depths is not None:  # lift the data set's depth
+            every = torch.ones(batch.images.shape[0], dtype=torch.bool)
+            self.accumulate(batch, self.model(batch.images, gt_depth=batch.depths, teacher=every))
+        else:
+            self.accumulate(batch, self.model(batch.images))
 
     def accumulate(self, batch: Batch, out) -> None:
         """Adds one batch's predictions to the running metrics."""

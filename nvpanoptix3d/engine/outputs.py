@@ -31,39 +31,37 @@ def instance_colors(ids: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def voxel_mesh(index: np.ndarray, grid: FrustumGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exposed faces of occupied voxels: (vertices V x 3 metres, faces F x 4, voxel of each vertex V)."""
-    side = max(grid.dims) + 2
-    sorted_keys = np.sort((index[:, 0] * side + index[:, 1]) * side + index[:, 2])
-    verts, owners = [], []
+def voxel_faces(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exposed faces of a set of integer voxels (any sign): (corners V x 3 in voxel units, faces F x 4 of corner
+    rows, the voxel of each corner V)."""
+    if len(index) == 0:
+        return np.zeros((0, 3), np.int64), np.zeros((0, 4), np.int32), np.zeros(0, np.int64)
+    shifted = index - index.min(0) + 1
+    side = int(shifted.max()) + 2
+    sorted_keys = np.sort((shifted[:, 0] * side + shifted[:, 1]) * side + shifted[:, 2])
+    vert_blocks, face_blocks, owner_blocks, offset = [], [], [], 0
     for direction, corners in _FACES:
-        nb = index + np.array(direction)
+        nb = shifted + np.array(direction)
         nk = (nb[:, 0] * side + nb[:, 1]) * side + nb[:, 2]
         pos = np.searchsorted(sorted_keys, nk).clip(max=len(sorted_keys) - 1)
-        exposed = sorted_keys[pos] != nk
-        base = index[exposed]
-        for c in corners:
-            verts.append(base + np.array(c))
-        owners.append(np.nonzero(exposed)[0])
-    if not owners or sum(len(o) for o in owners) == 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 4), np.int32), np.zeros(0, np.int64)
-    # vertices: per direction block of 4 corner arrays, each n_dir long
-    vert_blocks, face_blocks, owner_blocks, offset = [], [], [], 0
-    for d in range(6):
-        n = len(owners[d])
-        corners = np.stack(verts[d * 4:(d + 1) * 4], 1).reshape(-1, 3)  # n*4 x 3, grouped per face
-        vert_blocks.append(corners)
+        exposed = np.nonzero(sorted_keys[pos] != nk)[0]
+        n = len(exposed)
+        vert_blocks.append((index[exposed][:, None, :] + np.array(corners)[None]).reshape(-1, 3))
         face_blocks.append(offset + np.arange(n * 4).reshape(n, 4))
-        owner_blocks.append(np.repeat(owners[d], 4))
+        owner_blocks.append(np.repeat(exposed, 4))
         offset += n * 4
-    corners = np.concatenate(vert_blocks)
+    return np.concatenate(vert_blocks), np.concatenate(face_blocks).astype(np.int32), np.concatenate(owner_blocks)
+
+
+def voxel_mesh(index: np.ndarray, grid: FrustumGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exposed faces of occupied frustum voxels: (vertices V x 3 camera metres, faces F x 4, voxel of each vertex)."""
+    corners, faces, owners = voxel_faces(index)
     lo, off = np.asarray(grid.box_min), np.asarray(grid.offset)
-    metres = ((corners - off) * grid.voxel_size + lo).astype(np.float32)
-    return metres, np.concatenate(face_blocks).astype(np.int32), np.concatenate(owner_blocks)
+    return ((corners - off) * grid.voxel_size + lo).astype(np.float32), faces, owners
 
 
 def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, semantic: np.ndarray,
-              instance: np.ndarray) -> None:
+              instance: np.ndarray, frame: str = "camera frame (OpenCV)") -> None:
     """Binary little-endian PLY with per-vertex colour, semantic and instance (Open3D / trimesh / MeshLab)."""
     vtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
                       ("semantic", "<i4"), ("instance", "<i4")])
@@ -74,8 +72,8 @@ def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.nd
     ftype = np.dtype([("n", "u1"), ("idx", "<i4", (4,))])
     f = np.empty(len(faces), ftype)
     f["n"], f["idx"] = 4, faces
-    header = ("ply\nformat binary_little_endian 1.0\ncomment nvpanoptix3d voxel reconstruction, camera frame "
-              f"(OpenCV), metres\nelement vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
+    header = (f"ply\nformat binary_little_endian 1.0\ncomment nvpanoptix3d voxel reconstruction, {frame}, "
+              f"metres\nelement vertex {len(v)}\nproperty float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty int semantic\n"
               f"property int instance\nelement face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n")
     fileio.write_bytes(path, header.encode() + v.tobytes() + f.tobytes())
