@@ -85,3 +85,30 @@ def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsy
     objects = json.loads((scene / "scene_objects.json").read_text())
     assert len(objects) == summary["scene_objects"] and all(o["frames"] for o in objects)
     assert (scene / "scene.ply").read_bytes().startswith(b"ply\n") and (scene / "scene_top_down.png").is_file()
+
+
+def _box_room_truth():
+    """A 2 x 2 x 2 m room with one 0.5 m cube (a cabinet, instance 7) on its floor."""
+    from nvpanoptix3d.synth.scene import Part
+    from nvpanoptix3d.synth.scene_truth import surface_points
+
+    class Room:
+        size = np.array([2.0, 2.0, 2.0])
+        parts = [Part(np.array([1.0, 1.0, 0.25]), np.array([0.25, 0.25, 0.25]), 0.3, 1, 7, np.zeros(3), 0)]
+    return surface_points(Room())
+
+
+def test_scene_scores_of_a_perfect_a_shifted_and_a_split_prediction():
+    from nvpanoptix3d.metrics.scene import score_scene, voxel_labels
+    points, semantic, instance = _box_room_truth()
+    coords, sem, inst = voxel_labels(points, semantic, instance, 0.03)
+    perfect = score_scene(coords, sem, inst, 0.03, points, semantic, instance)
+    assert perfect.fscore == 1.0 and perfect.prq == pytest.approx(1.0) and perfect.ids_per_object == 1.0
+    assert perfect.accuracy_m < 0.03 and perfect.objects_found == perfect.objects_true == 1
+    shifted = score_scene(coords + 4, sem, inst, 0.03, points, semantic, instance)  # 12 cm along every axis
+    assert shifted.fscore < 0.5 and shifted.accuracy_m > 0.05
+    split = inst.copy()
+    cube = np.nonzero(inst == 7)[0]
+    split[cube[: len(cube) // 2]] = 8                                  # one cube, two predicted IDs
+    halves = score_scene(coords, sem, split, 0.03, points, semantic, instance)
+    assert halves.ids_per_object == 2.0 and halves.fscore == 1.0 and halves.prq < perfect.prq

@@ -4,6 +4,7 @@
                                       OpenGL: x right, y up, z backward), depth_file_path, panoptic_file_path}]
     <out>/<scene_id>/images/frame_NNNN.png, depth/frame_NNNN.png (uint16 millimetres), panoptic/frame_NNNN.npz
     (key data: H x W x 2 semantic, instance; instance ids are the scene's, the same in every frame)
+    <out>/<scene_id>/scene_truth.npz   the whole scene's surfaces in world metres: points, semantic, instance
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .generate import make_scene, scene_id
 from .frames import FrameBatch, Shot
 from .render import shade
 from .scene import Scene, sample_camera
+from .scene_truth import surface_points
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 STEP_M = 0.12  # camera travel between frames
@@ -74,4 +76,7 @@ def write_multiview(out: str | Path, scenes: int, frames: int, seed: int = 0) ->
                       "h": k.height, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "depth_unit_scale_factor": 0.001,
                       "frames": records}
         fileio.write_bytes(folder / "transforms.json", (json.dumps(transforms, indent=1) + "\n").encode())
+        points, semantic, instance = surface_points(scene)
+        fileio.save_npz(folder / "scene_truth.npz", points=points, semantic=semantic.astype(np.uint8),
+                        instance=instance.astype(np.int32))
     return out
