@@ -5,6 +5,7 @@ one scene under predictions/scene."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
                  depth_source=source, mode=cfg.inference.mode)
     out_dir = Path(cfg.results_dir) / "predictions"
     fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size)
-    manifest = []
+    manifest, fusion_s, started = [], 0.0, time.perf_counter()
     for frame in tqdm(folder.frames, desc="frames", unit="frame"):
         rgb = fit_rgb(read_photo(frame.image), frame.camera, k)
         image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None].to(device) / 255.0
@@ -117,17 +118,24 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
                                 cfg.inference.save_previews)
         lifted = module.model.lifting_depth(out.out2d, sensor, every if sensor is not None else None)
         lifted = F.interpolate(lifted[:, None].float(), size=(k.height, k.width), mode="nearest")[0, 0]
-        fusion.integrate(FrameObservation(frame.camera_to_world, grid.grid_to_camera(pan3d.index).cpu().numpy(),
-                                          pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(),
-                                          pan3d.probability.float().cpu().numpy(), lifted.cpu().numpy(),
-                                          k.fx, k.fy, k.cx, k.cy, frame.name))
+        observation = FrameObservation(frame.camera_to_world, grid.grid_to_camera(pan3d.index).cpu().numpy(),
+                                       pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(),
+                                       pan3d.probability.float().cpu().numpy(), lifted.cpu().numpy(),
+                                       k.fx, k.fy, k.cx, k.cy, frame.name)
+        tick = time.perf_counter()
+        fusion.integrate(observation)
+        fusion_s += time.perf_counter() - tick
         manifest.append({"image": frame.image.name, "frame": frame.name, **written, "depth_source": source,
                          "occupied_voxels": int(len(pan3d.index))})
+    tick = time.perf_counter()
     scene = fusion.result()
+    fusion_s += time.perf_counter() - tick
+    total_s = time.perf_counter() - started
     scene_files = write_scene(out_dir / "scene", scene)
     fileio.write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     summary = {"frames": len(folder.frames), "posed_folder": folder.format, "depth_source": source,
                "scene_voxels": int(len(scene.coords)), "scene_objects": len(scene.objects),
+               "seconds": round(total_s, 3), "fusion_seconds": round(fusion_s, 3),
                "scene": {k2: f"scene/{v}" for k2, v in scene_files.items()}}
     fileio.write_bytes(out_dir / "scene" / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     status.write("done", action="inference", images=len(folder.frames), scene_voxels=summary["scene_voxels"],

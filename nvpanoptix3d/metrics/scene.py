@@ -5,7 +5,9 @@
 - scene PRQ / RSQ / RRQ: segments in the world voxel grid, each dilated by one voxel, IoU above 0.25, the
   single-view rules (the ceiling ignored);
 - instance consistency: how many predicted object IDs one true object gets (each covering 10% of it or more).
-Only the truth some frame saw counts (`visible_truth`): a walk-through is not asked for walls it never faced.
+Precision, accuracy and scene PRQ use the truth inside some frame's view frustum, seen or hidden (`in_frusta`),
+as single-view PRQ uses the whole frustum; recall and completeness use the truth some frame saw
+(`visible_truth`): a walk-through is not asked to complete walls it never faced.
 """
 from __future__ import annotations
 
@@ -36,6 +38,22 @@ class SceneScore:
 
     def as_dict(self) -> dict:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def in_frusta(points: np.ndarray, views, depth_range: tuple = (0.4, 6.0)) -> np.ndarray:
+    """N bool: true surface points inside some frame's view frustum (projecting into its image within the
+    depth range), whether the frame saw them or not."""
+    inside_any = np.zeros(len(points), bool)
+    for camera_to_world, depth, fx, fy, cx, cy in views:
+        w2c = np.linalg.inv(camera_to_world)
+        p = points @ w2c[:3, :3].T + w2c[:3, 3]
+        z = p[:, 2]
+        front = (z >= depth_range[0]) & (z <= depth_range[1])
+        u = p[:, 0] / np.where(front, z, 1) * fx + cx
+        v = p[:, 1] / np.where(front, z, 1) * fy + cy
+        h, w = depth.shape
+        inside_any |= front & (u >= -0.5) & (v >= -0.5) & (u < w - 0.5) & (v < h - 0.5)
+    return inside_any
 
 
 def visible_truth(points: np.ndarray, views, tolerance: float = 0.05) -> np.ndarray:
@@ -72,13 +90,15 @@ def voxel_labels(points: np.ndarray, semantic: np.ndarray, instance: np.ndarray,
 
 def score_scene(pred_coords: np.ndarray, pred_semantic: np.ndarray, pred_instance: np.ndarray, voxel_size: float,
                 true_points: np.ndarray, true_semantic: np.ndarray, true_instance: np.ndarray,
-                threshold: float = 0.05) -> SceneScore:
-    """Scores of predicted world voxels against true surface points (already cut to what the frames saw)."""
+                seen: np.ndarray | None = None, threshold: float = 0.05) -> SceneScore:
+    """Scores of predicted world voxels against true surface points (cut to the frames' frusta); `seen` (N bool)
+    marks the points some frame saw, which recall and completeness use (None: all)."""
     pred_points = (pred_coords + 0.5) * voxel_size
-    if len(pred_points) == 0 or len(true_points) == 0:
+    seen_points = true_points if seen is None else true_points[seen]
+    if len(pred_points) == 0 or len(seen_points) == 0:
         return SceneScore(float("inf"), float("inf"), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)
     to_true = cKDTree(true_points).query(pred_points, workers=-1)[0]
-    to_pred = cKDTree(pred_points).query(true_points, workers=-1)[0]
+    to_pred = cKDTree(pred_points).query(seen_points, workers=-1)[0]
     precision, recall = float((to_true < threshold).mean()), float((to_pred < threshold).mean())
     fscore = 2 * precision * recall / max(precision + recall, 1e-12)
     true_coords, true_sem, true_inst = voxel_labels(true_points, true_semantic, true_instance, voxel_size)
