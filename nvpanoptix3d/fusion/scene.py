@@ -11,6 +11,8 @@ For each frame, `SceneFusion.integrate` does what the algorithm says:
 `result()` keeps the voxels whose occupancy outweighs their free votes, with their majority class and object.
 
 Memory grows with the surfaces seen (the map holds only voxels some frame predicted), not the scene's box.
+New voxels wait in a buffer merged into the sorted map every `flush_every` frames (one sort per batch, not per
+frame); free-space votes read the merged map, a few frames behind at most.
 """
 from __future__ import annotations
 
@@ -71,8 +73,10 @@ class FusedScene:
 
 
 class SceneFusion:
-    def __init__(self, voxel_size: float = 0.03, surface_band: float = 2.0, match_overlap: float = 0.2):
-        self.voxel_size = voxel_size
+    def __init__(self, voxel_size: float = 0.03, surface_band: float = 2.0, match_overlap: float = 0.2,
+                 flush_every: int = 16):
+        self.voxel_size, self.flush_every = voxel_size, flush_every
+        self._buffer: list[tuple] = []           # (keys, weights, classes) of frames not merged yet
         self.surface_band = surface_band          # voxels from the lifted depth that count as seen
         self.match_overlap = match_overlap        # share of the smaller object both must cover to be one
         self.keys = np.zeros(0, np.int64)         # sorted
@@ -88,11 +92,11 @@ class SceneFusion:
     def integrate(self, frame: FrameObservation) -> None:
         world = frame.points @ frame.camera_to_world[:3, :3].T + frame.camera_to_world[:3, 3]
         keys = pack(np.floor(world / self.voxel_size))
-        weight = frame.probability * np.where(self._seen(frame), 1.0, 0.5)
+        weight = (frame.probability * np.where(self._seen(frame), 1.0, 0.5)).astype(np.float32)
         self._free_space(frame)
-        rows = self._add_keys(keys)
-        np.add.at(self.hit, rows, weight)
-        np.add.at(self.votes, (rows, frame.semantic), weight)
+        self._buffer.append((keys, weight, frame.semantic.astype(np.int64)))
+        if len(self._buffer) >= self.flush_every:
+            self._flush()
         self._associate(frame, keys, weight)
         self.trajectory.append(frame.camera_to_world[:3, 3].copy())
 
@@ -122,18 +126,24 @@ class SceneFusion:
         lifted = self._depth_at(frame, points)
         self.free += (lifted > 0) & (points[:, 2] < lifted - self.surface_band * self.voxel_size)
 
-    def _add_keys(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of `keys` in the map, new keys inserted (kept sorted)."""
-        new = np.setdiff1d(keys, self.keys)
-        if len(new):
-            merged = np.concatenate([self.keys, new])
-            order = np.argsort(merged, kind="stable")
-            grow = len(new)
-            self.keys = merged[order]
-            self.hit = np.concatenate([self.hit, np.zeros(grow, np.float32)])[order]
-            self.free = np.concatenate([self.free, np.zeros(grow, np.float32)])[order]
-            self.votes = np.concatenate([self.votes, np.zeros((grow, NUM_CLASSES), np.float32)])[order]
-        return np.searchsorted(self.keys, keys)
+    def _flush(self) -> None:
+        """Merge the buffered frames into the sorted map: one unique over old and new keys, sums by bincount."""
+        if not self._buffer:
+            return
+        keys = np.concatenate([self.keys] + [b[0] for b in self._buffer])
+        weight = np.concatenate([b[1] for b in self._buffer])
+        classes = np.concatenate([b[2] for b in self._buffer])
+        self._buffer = []
+        merged, inverse = np.unique(keys, return_inverse=True)
+        old, new = inverse[:len(self.keys)], inverse[len(self.keys):]
+        n = len(merged)
+        hit = np.bincount(old, self.hit, n) + np.bincount(new, weight, n)
+        free = np.bincount(old, self.free, n)
+        votes = np.zeros((n, NUM_CLASSES), np.float64)
+        votes[old] = self.votes
+        votes += np.bincount(new * NUM_CLASSES + classes, weight, n * NUM_CLASSES).reshape(n, NUM_CLASSES)
+        self.keys, self.hit, self.free = merged, hit.astype(np.float32), free.astype(np.float32)
+        self.votes = votes.astype(np.float32)
 
     def _associate(self, frame: FrameObservation, keys: np.ndarray, weight: np.ndarray) -> None:
         for local in np.unique(frame.instance[frame.instance > 0]):
@@ -177,6 +187,7 @@ class SceneFusion:
 
     # ------------------------------------------------------------------ the map
     def result(self, min_weight: float = 0.5) -> FusedScene:
+        self._flush()
         occupancy = self.hit / np.maximum(self.hit + self.free, 1e-6)
         keep = (occupancy > 0.5) & (self.hit >= min_weight)
         votes = self.votes[keep].copy()
