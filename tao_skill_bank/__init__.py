@@ -6,18 +6,29 @@
                                        DatasetRoots(eval_dataset="examples/front3d_tiny")), store), store)
     print(wait(store, job.job_id).status)
 """
-from .data_sources import DatasetRoots
-from .errors import SkillBankError
-from .jobs import JobRecord, JobStore, cancel_job, create_job, wait
-from .runner import ActionRequest, PreparedJob, launch, prepare
-from .skill import Skill, load_skill
+import importlib
+
+# imported on first use, so that the engine can use the small modules (safe_yaml, conditions) without pulling in
+# the SDK's dependencies (jsonschema, boto3, docker, optuna)
+_EXPORTS = {"DatasetRoots": "data_sources", "SkillBankError": "errors", "JobRecord": "jobs", "JobStore": "jobs",
+            "cancel_job": "jobs", "create_job": "jobs", "wait": "jobs", "ActionRequest": "runner",
+            "PreparedJob": "runner", "launch": "runner", "prepare": "runner", "Skill": "skill",
+            "load_skill": "skill"}
 
 
-def get_job(job_id: str, jobs_dir: str | None = None) -> JobRecord:
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get_job(job_id: str, jobs_dir: str | None = None):
+    from .jobs import JobStore
     return JobStore(jobs_dir).get(job_id)
 
 
-def list_jobs(jobs_dir: str | None = None) -> list[JobRecord]:
+def list_jobs(jobs_dir: str | None = None) -> list:
+    from .jobs import JobStore
     return JobStore(jobs_dir).list()
 
 
