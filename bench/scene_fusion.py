@@ -3,6 +3,7 @@
     python bench/scene_fusion.py --scenes 20 --frames 100 --depth sensor      # targets: F-score@5cm 0.90,
     python bench/scene_fusion.py --scenes 20 --frames 100 --depth noisy       # scene PRQ 0.55, <= 1.2 IDs per
     python bench/scene_fusion.py --scenes 20 --frames 100 --depth predicted   # object; noisy within 0.05
+    python bench/scene_fusion.py --scenes 20 --frames 100 --depth multiview   # RGB and poses only
 
 Each walk-through is a synthetic room (seed 7000 + i: never used in training) in nerfstudio's layout, run by
 the inference action as a user's posed folder would be, with the shipped weights. `noisy` degrades the sensor
@@ -53,7 +54,7 @@ def run(scene_dir: Path, results: Path, depth: str, device: str) -> dict:
     spec = apply_overrides({}, [f"results_dir={results}", f"inference.images_dir={scene_dir}",
                                 f"inference.checkpoint={WEIGHTS}", "inference.save_mesh=false",
                                 "inference.save_previews=false",
-                                f"dataset.depth_source={'predicted' if depth == 'predicted' else 'sensor'}"])
+                                f"dataset.depth_source={'sensor' if depth == 'noisy' else depth}"])
     summary = run_inference(from_dict(ExperimentConfig, spec))
     volume = np.load(results / "predictions" / "scene" / "scene.npz")
     truth = np.load(scene_dir / "scene_truth.npz")
@@ -76,7 +77,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, default=2)
     p.add_argument("--frames", type=int, default=20)
-    p.add_argument("--depth", choices=["sensor", "noisy", "predicted"], default="sensor")
+    p.add_argument("--depth", choices=["sensor", "noisy", "multiview", "predicted"], default="sensor")
     p.add_argument("--seed", type=int, default=7000)
     p.add_argument("--device", default="cpu", help="informational: the engine takes the GPU when there is one")
     p.add_argument("--json", help="also write the rows and means to this file")

@@ -186,10 +186,12 @@ class DatasetConfig:
                              math_cond="dataset.depth_min < dataset.depth_max")
     enable_3d: bool = param(True, "Train and run the 3D frustum stage.")
     depth_source: str = param("auto", "Depth the 3D stage lifts out of training: sensor (the input's depth files: "
-                              "a posed folder's sensor depth, a data set's depth maps), predicted (the depth head), "
-                              "multiview (not available yet: predicted, with a warning), auto (sensor for posed "
-                              "folders that carry depth, else predicted). Pixels without a sensor value take the "
-                              "prediction.", options=["auto", "sensor", "multiview", "predicted"])
+                              "a posed folder's sensor depth, a data set's depth maps), multiview (plane-sweep "
+                              "stereo over a posed folder's frames; pixels it is not sure of take the prediction "
+                              "fitted to its scale), predicted (the depth head), auto (for posed folders: sensor "
+                              "where they carry depth, else multiview; predicted for single images). Pixels without "
+                              "a sensor value take the prediction.", options=["auto", "sensor", "multiview",
+                                                                              "predicted"])
     contiguous_id: bool = param(False, "Map category ids to contiguous train ids.")
     augment: bool = param(True, "Colour jitter during training.", automl=True)
     # the depth of a frame and of its mirror image disagree without it

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .. import fileio
 from ..config import DataError, ExperimentConfig
 from ..data import check_frustum_mask
+from ..depth.multiview import plane_sweep
 from ..fusion.outputs import write_scene
 from ..fusion.scene import FrameObservation, SceneFusion
 from ..inputs.camera_fit import fit_depth, fit_rgb
@@ -70,17 +71,20 @@ def run_inference(cfg: ExperimentConfig) -> dict:
 
 
 def choose_depth_source(requested: str, folder: PosedFolder, status: StatusWriter) -> str:
-    """sensor or predicted, from dataset.depth_source and what the folder carries."""
+    """sensor, multiview or predicted, from dataset.depth_source and what the folder carries. auto: the sensor's
+    depth where the folder has it, else multi-view stereo (geometry from the poses, which holds on real photos
+    where the depth head does not), else (one frame) the prediction."""
     if requested == "sensor" and not folder.has_depth:
         raise DataError(f"dataset.depth_source: sensor, but {folder.root} ({folder.format}) has no depth files; "
-                        "use auto or predicted")
-    if requested == "multiview" or (requested == "auto" and not folder.has_depth):
-        if requested == "multiview":
-            message = "dataset.depth_source multiview is not available yet: lifting the predicted depth"
-            print(f"[warning] {message}")
-            status.write("warning", message=message)
+                        "use auto, multiview or predicted")
+    if requested == "auto":
+        requested = "sensor" if folder.has_depth else "multiview"
+    if requested == "multiview" and len(folder.frames) < 2:
+        message = "dataset.depth_source multiview needs two frames or more: lifting the predicted depth"
+        print(f"[warning] {message}")
+        status.write("warning", message=message)
         return "predicted"
-    return "predicted" if requested == "predicted" else "sensor"
+    return requested
 
 
 def read_depth(frame) -> np.ndarray:
@@ -103,20 +107,28 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     out_dir = Path(cfg.results_dir) / "predictions"
     fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size)
     manifest, fusion_s, started = [], 0.0, time.perf_counter()
-    for frame in tqdm(folder.frames, desc="frames", unit="frame"):
-        rgb = fit_rgb(read_photo(frame.image), frame.camera, k)
-        image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None].to(device) / 255.0
+    # every frame in the model's camera (uint8: a 2 000-frame walk-through holds 460 MB), for multi-view matching
+    frames_rgb = [torch.from_numpy(fit_rgb(read_photo(f.image), f.camera, k)).permute(2, 0, 1)
+                  for f in tqdm(folder.frames, desc="fit", unit="frame")]
+    poses = [f.camera_to_world for f in folder.frames]
+    for index, frame in enumerate(tqdm(folder.frames, desc="frames", unit="frame")):
+        rgb = frames_rgb[index].permute(1, 2, 0).numpy()
+        image = frames_rgb[index].float()[None].to(device) / 255.0
         sensor = None
         if source == "sensor" and frame.depth is not None:
             fitted = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
             sensor = torch.from_numpy(fitted)[None].to(device)
+        elif source == "multiview":
+            sensor = plane_sweep(frames_rgb, poses, index, k, mcfg.dataset.depth_min,
+                                 mcfg.dataset.depth_max).depth[None].to(device)
         every = torch.ones(1, dtype=torch.bool)
-        out = module.model(image, gt_depth=sensor, teacher=every if sensor is not None else None)
+        align = source == "multiview"
+        out = module.model(image, gt_depth=sensor, teacher=every if sensor is not None else None, align_fill=align)
         pan2d = panoptic_2d(out.out2d, 0, mcfg, (k.height, k.width))
         pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode)
         written = write_outputs(out_dir, frame.name, rgb, pan2d, pan3d, grid, cfg.inference.save_mesh,
                                 cfg.inference.save_previews)
-        lifted = module.model.lifting_depth(out.out2d, sensor, every if sensor is not None else None)
+        lifted = module.model.lifting_depth(out.out2d, sensor, every if sensor is not None else None, align)
         lifted = F.interpolate(lifted[:, None].float(), size=(k.height, k.width), mode="nearest")[0, 0]
         observation = FrameObservation(frame.camera_to_world, grid.grid_to_camera(pan3d.index).cpu().numpy(),
                                        pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(),

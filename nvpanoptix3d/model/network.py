@@ -35,6 +35,22 @@ def get_grid(cfg: ExperimentConfig) -> FrustumGrid:
     return FrustumGrid(k, f3.voxel_size, cfg.dataset.depth_min, cfg.dataset.depth_max, tuple(f3.grid_dimensions))
 
 
+def aligned_to(depth: torch.Tensor, given: torch.Tensor, min_pixels: int = 200) -> torch.Tensor:
+    """B x H x W predicted depth with each image's scale and shift fitted (least squares) to the pixels where
+    `given` > 0; images with fewer such pixels keep the prediction."""
+    out = depth.clone()
+    for i in range(depth.shape[0]):
+        valid = given[i] > 0
+        if int(valid.sum()) < min_pixels:
+            continue
+        x, y = depth[i][valid].double(), given[i][valid].double()
+        design = torch.stack([x, torch.ones_like(x)], 1)
+        scale, shift = torch.linalg.lstsq(design, y[:, None]).solution[:, 0].tolist()
+        if scale > 0:
+            out[i] = (depth[i] * scale + shift).clamp(min=float(given[i][valid].min()) * 0.5)
+    return out
+
+
 class PanopticReconstruction(nn.Module):
     def __init__(self, cfg: ExperimentConfig, max_voxels: int | None = None):
         super().__init__()
@@ -59,26 +75,30 @@ class PanopticReconstruction(nn.Module):
         return out
 
     def lifting_depth(self, out2d: Output2D, gt_depth: torch.Tensor | None = None,
-                      teacher: torch.Tensor | None = None) -> torch.Tensor:
+                      teacher: torch.Tensor | None = None, align_fill: bool = False) -> torch.Tensor:
         """The depth the 3D stage lifts with: the 2D stage's, through the layout out of training; in the frames
-        `teacher` (B bool) picks, the ground-truth depth (gt_depth, B x H x W) wherever it has a value."""
+        `teacher` (B bool) picks, the given depth (gt_depth, B x H x W: ground truth, a sensor's or multi-view)
+        wherever it has a value. align_fill: the prediction that fills the rest is first fitted (scale and
+        shift) to the given depth's pixels, so a multi-view depth's scale carries to the whole frame."""
         depth = out2d.depth.detach()
         if self.layout is not None and not self.training:
             depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
         if gt_depth is not None and teacher is not None:
-            gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
+            gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0].to(depth.dtype)
+            if align_fill:
+                depth = aligned_to(depth, gt)
             pick = teacher.to(depth.device).view(-1, 1, 1)
-            depth = torch.where(pick & (gt > 0), gt.to(depth.dtype), depth)
+            depth = torch.where(pick & (gt > 0), gt, depth)
         return depth
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
-                teacher: torch.Tensor | None = None) -> ModelOutput:
+                teacher: torch.Tensor | None = None, align_fill: bool = False) -> ModelOutput:
         """Training may lift some frames (`teacher`, B bool) with ground-truth depth (gt_depth), so the 3D stage
         learns to use a precise depth cue before the depth head can give one."""
         out2d = self.forward_2d(images)
         out3d = None
         if self.stage3d is not None:
-            depth = self.lifting_depth(out2d, gt_depth, teacher)
+            depth = self.lifting_depth(out2d, gt_depth, teacher, align_fill)
             # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
             # they would otherwise drown the 2D losses in the shared query embeddings
             out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed.detach(), forced64, forced128)

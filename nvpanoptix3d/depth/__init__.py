@@ -1,0 +1,1 @@
+"""Depth sources beside the depth head: multi-view stereo from posed frames (multiview.py)."""
