@@ -35,19 +35,25 @@ def get_grid(cfg: ExperimentConfig) -> FrustumGrid:
     return FrustumGrid(k, f3.voxel_size, cfg.dataset.depth_min, cfg.dataset.depth_max, tuple(f3.grid_dimensions))
 
 
-def aligned_to(depth: torch.Tensor, given: torch.Tensor, min_pixels: int = 200) -> torch.Tensor:
+def aligned_to(depth: torch.Tensor, given: torch.Tensor, min_pixels: int = 200,
+               inlier_band: float = 0.15) -> torch.Tensor:
     """B x H x W predicted depth with each image's scale and shift fitted (least squares) to the pixels where
-    `given` > 0; images with fewer such pixels keep the prediction."""
+    `given` > 0 and that agree with the prediction's median scale within inlier_band (a multi-view depth's
+    outliers do not pull the fit); images with fewer such pixels keep the prediction."""
     out = depth.clone()
     for i in range(depth.shape[0]):
-        valid = given[i] > 0
+        valid = (given[i] > 0) & (depth[i] > 0)
         if int(valid.sum()) < min_pixels:
             continue
         x, y = depth[i][valid].double(), given[i][valid].double()
-        design = torch.stack([x, torch.ones_like(x)], 1)
-        scale, shift = torch.linalg.lstsq(design, y[:, None]).solution[:, 0].tolist()
+        ratio = (y / x).median()
+        inlier = ((y / (x * ratio)) - 1).abs() < inlier_band
+        if int(inlier.sum()) < min_pixels:
+            continue
+        x, y = x[inlier], y[inlier]
+        scale, shift = torch.linalg.lstsq(torch.stack([x, torch.ones_like(x)], 1), y[:, None]).solution[:, 0].tolist()
         if scale > 0:
-            out[i] = (depth[i] * scale + shift).clamp(min=float(given[i][valid].min()) * 0.5)
+            out[i] = (depth[i] * scale + shift).clamp(min=0.05)
     return out
 
 
@@ -87,6 +93,8 @@ class PanopticReconstruction(nn.Module):
             gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0].to(depth.dtype)
             if align_fill:
                 depth = aligned_to(depth, gt)
+                # given pixels far from the fitted prediction are a matcher's outliers: the prediction holds there
+                gt = torch.where((gt - depth).abs() > 0.25 * depth, torch.zeros_like(gt), gt)
             pick = teacher.to(depth.device).view(-1, 1, 1)
             depth = torch.where(pick & (gt > 0), gt, depth)
         return depth
