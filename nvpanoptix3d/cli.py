@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit) and not interrupt.received() and exc.code not in (None, 0):
             return _fail(status, args.action, f"error: exited with code {exc.code}", 1)
         name = signal.Signals(signum).name
-        print(f"cancelled: {name} received; the job stops here", file=sys.stderr)
-        _write(status, "cancelled", action=args.action, signal=name)
+        event = "requeued" if signum == signal.SIGUSR1 else "cancelled"
+        print(f"{event}: {name} received; the job stops here", file=sys.stderr)
+        _write(status, event, action=args.action, signal=name)
         return 128 + signum
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-job-id", help="job whose checkpoint feeds parent_model")
     p.add_argument("--ptm", help="pretrained model: local file, s3:// or https:// URL, or none (default: shipped weights)")
     p.add_argument("--ptm-sha256", help="expected SHA-256 of --ptm")
-    p.add_argument("--backend", default="local", help="local | docker")
+    p.add_argument("--backend", default="local", help="local | docker | slurm")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: partition, account, nodes, gpus_per_node, cpus_per_task, mem_per_cpu, time_limit, "
+                        "container, container_runtime (pyxis | apptainer), mounts, requeue, warn_seconds, extra")
     p.add_argument("--image", help="docker image (backend docker)")
     p.add_argument("--mount", action="append", default=[], help="extra docker bind host:container[:ro]")
     p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")
@@ -53,11 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def backend_options(args) -> dict:
+    import yaml
     options: dict = {}
+    for item in args.backend_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SkillBankError(f"--backend-option {item!r}: write it as key=value")
+        options[key.strip()] = yaml.safe_load(value) if value else None
     if args.backend == "docker":
         if args.host_python:
             from tao_skill_bank.backends.docker_backend import host_python_options
-            options = host_python_options()
+            options = {**host_python_options(), **options}
         if args.image:
             options["image"] = args.image
         options["mounts"] = options.get("mounts", []) + args.mount

@@ -47,10 +47,12 @@ def overrides_from_args(pairs: list[str]) -> dict[str, str]:
     return dict(parse_override(p) for p in pairs)
 
 
-def engine_command(skill: Skill, action: str, backend: str, spec_path: str, results_dir: str) -> list[str]:
-    """The skill's command for the action; locally the entry point runs under this interpreter."""
+def engine_command(skill: Skill, action: str, backend: str, spec_path: str, results_dir: str,
+                   container: bool = False) -> list[str]:
+    """The skill's command for the action; without a container (local, or Slurm on storage the nodes share) the
+    entry point runs under this interpreter."""
     words = shlex.split(skill.actions[action].replace("{config_path}", spec_path))
-    if backend == "local":
+    if backend == "local" or (backend == "slurm" and not container):
         words = [sys.executable, "-m", words[0]] + words[1:]
     return words + [f"results_dir={results_dir}"]
 
@@ -82,8 +84,13 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     results_dir = str(store.results_dir(job_id).resolve())
     spec["results_dir"] = results_dir
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
-                             results_dir)
+                             results_dir, container=bool(request.backend_options.get("container")))
     options = dict(request.backend_options)
+    if request.backend == "slurm":
+        options.setdefault("input_paths", _local_paths(spec))
+        if request.action == "train":
+            options.setdefault("gpus_per_node", int(get_dotted(spec, "train.num_gpus", 0) or 0))
+            options.setdefault("nodes", int(get_dotted(spec, "train.num_nodes", 1) or 1))
     if request.backend == "docker":
         options.setdefault("image", skill.container_image())
         options.setdefault("input_paths", _local_paths(spec))

@@ -133,3 +133,54 @@ def docker_image():
         pytest.skip("docker daemon unreachable (CI sets REQUIRE_DOCKER=1 and starts dockerd)")
     subprocess.run(["bash", str(REPO / "docker" / "build_host_image.sh")], check=True, capture_output=True)
     return "nvpanoptix3d:host"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node Slurm cluster (munged, slurmctld, slurmd) on localhost; yields the SLURM_CONF path."""
+    tools = [shutil.which(t) for t in ("munged", "slurmctld", "slurmd", "sbatch")]
+    if not all(tools) or os.geteuid() != 0:
+        if os.environ.get("REQUIRE_SLURM"):
+            pytest.fail("REQUIRE_SLURM is set but Slurm (slurm-wlm, munge) is not installed or not root")
+        pytest.skip("Slurm not installed (CI installs slurm-wlm and munge and sets REQUIRE_SLURM=1)")
+    base = tmp_path_factory.mktemp("slurm")
+    munge = base / "munge"
+    munge.mkdir()
+    (munge / "munge.key").write_bytes(os.urandom(1024))
+    os.chmod(munge / "munge.key", 0o400)
+    socket_path = munge / "munge.socket"
+    subprocess.run(["munged", "--force", f"--socket={socket_path}", f"--key-file={munge / 'munge.key'}",
+                    f"--log-file={munge / 'munged.log'}", f"--pid-file={munge / 'munged.pid'}",
+                    f"--seed-file={munge / 'munged.seed'}"], check=True)
+    host = socket.gethostname()
+    for sub in ("state", "spool"):
+        (base / sub).mkdir()
+    conf = base / "slurm.conf"
+    conf.write_text("\n".join([
+        "ClusterName=test", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
+        f"AuthInfo=socket={socket_path}", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", f"StateSaveLocation={base / 'state'}",
+        f"SlurmdSpoolDir={base / 'spool'}", f"SlurmctldPidFile={base / 'slurmctld.pid'}",
+        f"SlurmdPidFile={base / 'slurmd.pid'}", f"SlurmctldLogFile={base / 'slurmctld.log'}",
+        f"SlurmdLogFile={base / 'slurmd.log'}", f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+        "MinJobAge=600", "ReturnToService=2", "KillWait=20", "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none", "MpiDefault=none",
+        f"NodeName={host} CPUs={os.cpu_count()} RealMemory=4000 State=UNKNOWN",
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    subprocess.run(["slurmctld", "-c"], env=env, check=True)
+    subprocess.run(["slurmd", "-c"], env=env, check=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        if info.stdout.strip() in ("idle", "mixed"):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"slurmd did not come up: {(base / 'slurmd.log').read_text()[-2000:]}")
+    yield str(conf)
+    for pid_file in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
+        try:
+            os.kill(int((base / pid_file).read_text()), 15)
+        except (OSError, ValueError):
+            pass

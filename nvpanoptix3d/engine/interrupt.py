@@ -1,4 +1,5 @@
-"""SIGTERM / SIGINT end an action as cancelled, never as success.
+"""SIGTERM / SIGINT end an action as cancelled, never as success; SIGUSR1 (Slurm's warning before a time limit or
+preemption) ends it as requeued: the train action saves a checkpoint and asks Slurm to run the job again.
 
 Outside training a signal interrupts at once. Inside Lightning's fit it is deferred to the end of the current
 batch (an optimiser step is never cut in half): the train callback sees `received()`, saves a checkpoint and
@@ -28,7 +29,7 @@ _state = {"pid": None, "received": None, "defer": False}
 
 def install() -> None:
     _state.update(pid=os.getpid(), received=None, defer=False)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, _handler)
 
 
@@ -38,6 +39,20 @@ def _handler(signum, _frame) -> None:
     _state["received"] = signum
     if not _state["defer"]:
         raise JobInterrupted(signum)
+
+
+def requeue_requested() -> bool:
+    return _state["received"] == signal.SIGUSR1
+
+
+def request_requeue() -> bool:
+    """Ask Slurm to run this job again (after a checkpoint was saved); False outside Slurm or if refused."""
+    import os
+    import subprocess
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    return subprocess.run(["scontrol", "requeue", job], capture_output=True).returncode == 0
 
 
 def received() -> int | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
@@ -81,6 +82,8 @@ class StatusCallback(L.Callback):
             _atomic_save(trainer, self.ckpt_dir / "last.ckpt")
             self.status.write("checkpoint", epoch=trainer.current_epoch, step=trainer.global_step,
                               path="checkpoints/last.ckpt", interrupted=True)
+            if interrupt.requeue_requested() and trainer.is_global_zero:
+                self.status.write("requeue", asked=interrupt.request_requeue())
 
     def on_train_epoch_end(self, trainer, module):
         epoch = trainer.current_epoch + 1
@@ -146,6 +149,8 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict:
     use_gpu = t.num_gpus > 0 and torch.cuda.is_available()
     precision = {"fp16": "16-mixed", "bf16": "bf16-mixed", "fp32": "32-true"}[t.precision] if use_gpu else "32-true"
     kwargs = {"accelerator": "gpu" if use_gpu else "cpu", "precision": precision, "num_nodes": t.num_nodes,
+              # under Slurm the engine saves and requeues itself (interrupt.py); Lightning's own requeue would race it
+              "plugins": [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
               "logger": False, "enable_checkpointing": False, "deterministic": False,
               "gradient_clip_val": t.clip_grad_norm or None}
     if use_gpu:
@@ -214,6 +219,16 @@ def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
 RESUME_KEY = "train.resume_training_checkpoint_path"
 
 
+def requeued_checkpoint(cfg: ExperimentConfig) -> str:
+    """A job Slurm runs again (preempted, or requeued before its time limit) continues from its last checkpoint."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    last = Path(cfg.results_dir) / "checkpoints" / "last.ckpt"
+    if restarts > 0 and last.is_file():
+        print(f"[resume] Slurm restart {restarts}: continuing from {last}")
+        return str(last)
+    return ""
+
+
 def intact_checkpoint(path: str) -> str:
     """The checkpoint to resume from: the one named, or, when it is truncated (a kill or a full disk while it
     was written), the newest intact one beside it, said on the log and in the status."""
@@ -244,7 +259,7 @@ def run_train(cfg: ExperimentConfig) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     fallback = gpu_check(cfg)
     kwargs = trainer_kwargs(cfg)
-    resume = intact_checkpoint(cfg.train.resume_training_checkpoint_path) or None
+    resume = intact_checkpoint(cfg.train.resume_training_checkpoint_path or requeued_checkpoint(cfg)) or None
     cfg = backbone_of_checkpoint_2d(cfg)  # also on resume: the run was built that way
     status = StatusWriter(cfg.results_dir, enabled=False)
     callback = StatusCallback(cfg, status)

@@ -5,8 +5,9 @@ from ..errors import SkillBankError
 from .base import Backend
 from .docker_backend import DockerBackend
 from .local import LocalBackend
+from .slurm import SlurmBackend
 
-BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "docker": DockerBackend}
+BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "docker": DockerBackend, "slurm": SlurmBackend}
 
 
 def get_backend(name: str, **options) -> Backend:
@@ -14,4 +15,10 @@ def get_backend(name: str, **options) -> Backend:
         cls = BACKENDS[name]
     except KeyError:
         raise SkillBankError(f"backend {name!r} is unknown; use one of {', '.join(BACKENDS)}") from None
+    import inspect
+    known = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SkillBankError(f"--backend-option {unknown[0]}: not an option of the {name} backend; it takes "
+                             f"{', '.join(sorted(known))}")
     return cls(**options)
