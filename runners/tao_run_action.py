@@ -140,16 +140,17 @@ def run(args) -> int:
     ok = record.status == job_api.DONE
     warnings = [e.get("message", "") for e in job_api.read_status(store.results_dir(record.job_id))
                 if e.get("event") == "warning"]
+    report = store.results_dir(record.job_id) / "report.html"
     result = {"ok": ok, "job_id": record.job_id, "status": record.status, "exit_code": record.exit_code,
               "kpi": record.kpi, "results_dir": str(store.results_dir(record.job_id)), "error": record.error,
-              "warnings": warnings}
+              "warnings": warnings, "report": str(report) if report.is_file() else None}
     for warning in warnings:
         print(f"[warning] {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"[job] {record.job_id} {record.status}" + (f": {record.error}" if record.error else "")
-              + f"; results in {result['results_dir']}")
+              + f"; results in {result['results_dir']}" + (f"; report: {report}" if report.is_file() else ""))
         if not ok:
             tail = store.log_path(record.job_id).read_text(errors="replace").splitlines()[-15:]
             print("\n".join(tail), file=sys.stderr)

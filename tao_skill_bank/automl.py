@@ -306,6 +306,8 @@ class AutoMLRunner:
         record.kpi = summary.get("best_value")
         record.finished_at = time.time()
         self.store.save(record)
+        from .report import write_report
+        write_report(self.store, self.job_id)
         return {**summary, "status": record.status, "error": record.error}
 
     FAILURES_TO_STOP = 2  # the first trials failing with one error: every trial would

@@ -39,7 +39,13 @@ def main(store_root: str, job_id: str) -> int:
     kpis = [e["kpi"] for e in read_status(store.results_dir(job_id)) if isinstance(e.get("kpi"), (int, float))]
     record.kpi = max(kpis) if kpis else None
     record.finished_at = time.time()
-    # the files first, the final record last: whoever sees the job finished (here or through S3) finds its results
+    # the files first (the report included), the final record last: whoever sees the job finished (here or
+    # through S3) finds its results
+    try:
+        from .report import write_report
+        write_report(store, job_id, record)
+    except Exception as exc:  # noqa: BLE001 - the report is a view; the record is what counts
+        print(f"report not written: {type(exc).__name__}: {exc}", file=sys.stderr)
     try:
         store.sync_up(job_id)
     except Exception as exc:  # noqa: BLE001 - the record must still be written

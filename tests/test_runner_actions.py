@@ -30,6 +30,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     train = _run(capsys, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
                  *common, *_overrides(TINY_OVERRIDES + TINY_TRAIN), "--ptm", "none")
     assert train["ok"], train
+    assert train["report"] and "<h2>Training</h2>" in open(train["report"]).read()   # every job gets its report
     store = JobStore(jobs)
     status = [json.loads(line) for line in (store.results_dir(train["job_id"]) / "status.json").read_text().splitlines()]
     assert any(e["event"] == "checkpoint" for e in status)
