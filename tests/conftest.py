@@ -12,21 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "examples" / "front3d_tiny"
-SKILL = REPO / "skills" / "tao-train-nvpanoptix3d"
+from helpers import EXAMPLE, REPO
+
 sys.path.insert(0, str(REPO))
 torch.set_num_threads(2)
-
-# the smallest model that exercises every part (CPU, seconds per step)
-TINY_OVERRIDES = [
-    "model.backbone_type=resnet_tiny", "model.sem_seg_head.hidden_dim=32",
-    "model.mask_former.num_object_queries=12", "model.mask_former.dec_layers=2",
-    "model.mask_former.hidden_dim=32", "model.mask_former.nheads=4", "model.frustum3d.feature_dim=8",
-    "model.frustum3d.max_voxels=8000",
-]
-TINY_TRAIN = ["train.num_gpus=0", "train.precision=fp32", "train.num_epochs=1", "dataset.train.num_workers=0",
-              "dataset.val.num_workers=0", "dataset.test.num_workers=0", "dataset.train.batch_size=2"]
 
 
 @pytest.fixture

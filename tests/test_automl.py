@@ -10,7 +10,7 @@ import time
 
 import optuna
 import pytest
-from conftest import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
+from helpers import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from tao_skill_bank.automl import SearchSpace
 from tao_skill_bank.conditions import evaluate_condition

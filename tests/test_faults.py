@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
+from helpers import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN, spec_file
 
 from nvpanoptix3d.cli import apply_overrides, load_config
 from nvpanoptix3d.config import DataError, SpecError
@@ -23,18 +22,8 @@ from tao_skill_bank import jobs as job_api
 from tao_skill_bank.errors import SkillBankError
 
 
-def _data_overrides(root: Path = EXAMPLE) -> list[str]:
-    meta, data = root / "meta", root / "data"
-    return [f"dataset.label_map={meta / 'colormap.json'}", f"dataset.frustum_mask_path={meta / 'frustum_mask.npz'}",
-            *(f"dataset.{s}.json_path={meta / (s + '.json')}" for s in ("train", "val", "test")),
-            *(f"dataset.{s}.base_dir={data}" for s in ("train", "val", "test"))]
-
-
 def _spec(tmp_path: Path, root: Path = EXAMPLE, extra=()) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(apply_overrides({}, [*_data_overrides(root), *TINY_OVERRIDES, *TINY_TRAIN,
-                                                        *extra])))
-    return path
+    return spec_file(tmp_path, extra, root)
 
 
 def _engine(action: str, spec: Path, results: Path, *overrides, **kwargs) -> subprocess.Popen:

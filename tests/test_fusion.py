@@ -67,7 +67,7 @@ def test_a_walk_through_fuses_to_one_scene_id_per_object(tmp_path):
 def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsys, tmp_path):
     import json
 
-    from conftest import SKILL
+    from helpers import SKILL
 
     from nvpanoptix3d.synth.multiview import write_multiview
     from runners.tao_run_action import main as run_action

@@ -99,7 +99,7 @@ def test_s3_job_store_mirrors_records_logs_and_results(tmp_path, s3_env, monkeyp
 @pytest.mark.slow
 def test_sdk_front_door(tmp_path, cache_env):
     import tao_skill_bank as sdk
-    from conftest import EXAMPLE, SKILL, TINY_OVERRIDES
+    from helpers import EXAMPLE, SKILL, TINY_OVERRIDES
     store = sdk.JobStore(tmp_path)
     overrides = dict(o.split("=", 1) for o in TINY_OVERRIDES)
     request = sdk.ActionRequest(str(SKILL), "evaluate", sdk.DatasetRoots(eval_dataset=str(EXAMPLE)), overrides,

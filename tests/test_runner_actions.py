@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import EXAMPLE, SKILL, TINY_OVERRIDES, TINY_TRAIN
+from helpers import EXAMPLE, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from runners.tao_run_action import main as run_action
 from tao_skill_bank.jobs import JobStore

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import EXAMPLE, SKILL
+from helpers import EXAMPLE, SKILL
 
 from tao_skill_bank.data_sources import DatasetRoots, data_overrides
 from tao_skill_bank.errors import SkillBankError

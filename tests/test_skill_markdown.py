@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 
 import yaml
-from conftest import SKILL
+from helpers import SKILL
 
 from tao_skill_bank import schema_gen
 from tao_skill_bank.skill import load_skill

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
+from helpers import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from tao_skill_bank.backends.slurm import SlurmBackend, job_state
 from tao_skill_bank.jobs import JobRecord, JobStore

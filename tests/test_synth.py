@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLE
+from helpers import EXAMPLE
 from scipy import ndimage
 
 from nvpanoptix3d import fileio
