@@ -18,6 +18,7 @@ from engine_common import checkpoint_parser, load_checkpoint
 from nvpanoptix3d.data import collate
 from nvpanoptix3d.labels import NUM_CLASSES
 from nvpanoptix3d.metrics import class_counts, quality_of_counts
+from nvpanoptix3d.metrics.paired import paired_interval  # noqa: F401  (occupancy_threshold.py imports it here)
 from nvpanoptix3d.model.postprocess import panoptic_3d
 
 
@@ -28,21 +29,6 @@ def frame_counts(module, batch) -> np.ndarray:
     metrics = module.new_metrics()
     metrics.add_3d(batch.occupied[0], batch.semantic3d[0], batch.instance3d[0], p3.index, p3.semantic, p3.instance)
     return class_counts(metrics.prq.scores, NUM_CLASSES)
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, samples: int, seed: int = 0,
-                    views_per_scene: int = 1) -> tuple[float, float, float]:
-    """a, b: frames x classes x 4, each scene's views consecutive. (PRQ(b) - PRQ(a), and the 2.5% and 97.5%
-    quantiles of that difference over bootstrap resamples of the scenes, the same scenes for both.)"""
-    if len(a) % views_per_scene:
-        raise SystemExit(f"error: {len(a)} frames are not whole scenes of --views-per-scene {views_per_scene}; "
-                         "pass the split's frames per scene, or 1 to resample frames one by one")
-    a, b = (x.reshape(-1, views_per_scene, *x.shape[1:]).sum(1) for x in (a, b))
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(a), size=(samples, len(a)))
-    diff = quality_of_counts(b[picks].sum(1)) - quality_of_counts(a[picks].sum(1))
-    low, high = np.quantile(diff, [0.025, 0.975])
-    return float(quality_of_counts(b.sum(0)) - quality_of_counts(a.sum(0))), float(low), float(high)
 
 
 def add_views_argument(parser) -> None:

@@ -287,10 +287,7 @@ def test_ab_prq_resamples_whole_scenes_not_their_views_one_by_one():
     """Two scenes of two views each, both scenes alike (A: frames 1 and 2; B: frame 1 twice): every resample of whole
     scenes holds the same views, so the interval closes on the difference itself; resampling views one by one (the
     views of a room taken as independent) opens it. A count that cuts a scene is refused."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from ab_prq import paired_interval
+    from nvpanoptix3d.metrics.paired import paired_interval
     counts = _two_frame_counts()[0]
     a, b = counts[[0, 1, 0, 1]], counts[[0, 0, 0, 0]]
     diff, low, high = paired_interval(a, b, 500, views_per_scene=2)

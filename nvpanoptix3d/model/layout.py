@@ -2,7 +2,7 @@
 right angles to each other. Their depth replaces the depth head's on floor and wall pixels before the 3D stage
 lifts it (`model.depth_head.layout_planes`).
 
-Why: walls are most of the depth head's error (bench/depth_by_class.py), and a wall that a thickened PRQ segment
+Why: walls are most of the depth head's error, and a wall that a thickened PRQ segment
 can match must lie within a voxel or two (3-6 cm) of the truth, while a per-pixel depth wobbles along it and turns
 walls toward the camera. A wall runs as its base on the floor plane runs (the floor is the better-measured
 surface; a quarter-resolution pixel near a wall's base spans 15 cm of depth at 4 m, so planes are fitted at the
