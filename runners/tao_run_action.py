@@ -35,10 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-job-id", help="job whose checkpoint feeds parent_model")
     p.add_argument("--ptm", help="pretrained model: local file, s3:// or https:// URL, or none (default: shipped weights)")
     p.add_argument("--ptm-sha256", help="expected SHA-256 of --ptm")
-    p.add_argument("--backend", default="local", help="local | docker | slurm")
+    p.add_argument("--backend", default="local", help="local | docker | slurm | kubernetes")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="slurm: partition, account, nodes, gpus_per_node, cpus_per_task, mem_per_cpu, time_limit, "
-                        "container, container_runtime (pyxis | apptainer), mounts, requeue, warn_seconds, extra")
+                        "container, container_runtime (pyxis | apptainer), mounts, requeue, warn_seconds, extra; "
+                        "kubernetes: image, namespace, pvc, store_path, cpu, memory, service_account, backoff_limit")
     p.add_argument("--image", help="docker image (backend docker)")
     p.add_argument("--mount", action="append", default=[], help="extra docker bind host:container[:ro]")
     p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")

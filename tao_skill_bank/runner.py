@@ -86,7 +86,9 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
                              results_dir, container=bool(request.backend_options.get("container")))
     options = dict(request.backend_options)
-    if request.backend == "slurm":
+    if request.backend == "kubernetes":
+        options.setdefault("image", skill.container_image())
+    if request.backend in ("slurm", "kubernetes"):
         options.setdefault("input_paths", _local_paths(spec))
         if request.action == "train":
             options.setdefault("gpus_per_node", int(get_dotted(spec, "train.num_gpus", 0) or 0))

@@ -219,12 +219,16 @@ def backbone_of_checkpoint_2d(cfg: ExperimentConfig) -> ExperimentConfig:
 RESUME_KEY = "train.resume_training_checkpoint_path"
 
 
+AUTO_RESUME_ENV = "NVPANOPTIX3D_AUTO_RESUME"
+
+
 def requeued_checkpoint(cfg: ExperimentConfig) -> str:
-    """A job Slurm runs again (preempted, or requeued before its time limit) continues from its last checkpoint."""
+    """A job a cluster runs again (Slurm's requeue, a Kubernetes pod replaced after preemption) continues from its
+    last checkpoint: Slurm says so with SLURM_RESTART_COUNT, the Kubernetes backend with NVPANOPTIX3D_AUTO_RESUME."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     last = Path(cfg.results_dir) / "checkpoints" / "last.ckpt"
-    if restarts > 0 and last.is_file():
-        print(f"[resume] Slurm restart {restarts}: continuing from {last}")
+    if (restarts > 0 or os.environ.get(AUTO_RESUME_ENV) == "1") and last.is_file():
+        print(f"[resume] run again by the cluster: continuing from {last}")
         return str(last)
     return ""
 

@@ -1,13 +1,16 @@
-"""Job backends: run the engine command of a job as a local process or in a Docker container."""
+"""Job backends: the engine command of a job as a local process, in a Docker container, as a Slurm batch job or
+as a Kubernetes Job."""
 from __future__ import annotations
 
 from ..errors import SkillBankError
 from .base import Backend
 from .docker_backend import DockerBackend
+from .kubernetes import KubernetesBackend
 from .local import LocalBackend
 from .slurm import SlurmBackend
 
-BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "docker": DockerBackend, "slurm": SlurmBackend}
+BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "docker": DockerBackend, "slurm": SlurmBackend,
+                                      "kubernetes": KubernetesBackend}
 
 
 def get_backend(name: str, **options) -> Backend:
