@@ -19,11 +19,13 @@ def test_every_key_round_trips_yaml_dataclass_yaml():
         assert {k: again[k] for k in template} == template
         assert from_dict(ExperimentConfig, yaml.safe_load(yaml.safe_dump(again))) == cfg
 
+
 def test_shipped_training_recipe_loads():
     """scripts/specs/gpu_synthetic.yaml only runs on the GPU machine: a bad key there would cost a device call."""
     cfg = load_config(str(REPO / "scripts" / "specs" / "gpu_synthetic.yaml"), ["results_dir=/tmp/unused"])
     assert cfg.model.backbone_type == "resnet18" and cfg.model.depth_head.scale_weight == 5.0
     assert cfg.model.depth_head.absolute_weight == 1.0
+
 
 @pytest.mark.parametrize("spec, fragment", [
     ({"train": {"optim": {"lrr": 1}}}, "train.optim.lrr: unknown key"),
@@ -35,12 +37,14 @@ def test_bad_keys_name_their_path(spec, fragment):
     with pytest.raises(SpecError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
         from_dict(ExperimentConfig, spec)
 
+
 def test_fsdp_and_downsample_mismatch_refused_with_the_reason():
     with pytest.raises(SpecError, match=r"train.distributed_strategy: 'fsdp' is not one of \['ddp'\]"):
         from_dict(ExperimentConfig, {"train": {"distributed_strategy": "fsdp"}})
     cfg = from_dict(ExperimentConfig, {"dataset": {"name": "matterport"}})
     with pytest.raises(SpecError, match="downsample_factor=2 for Matterport3D"):
         validate_semantics(cfg)
+
 
 def test_freeze_2d_refused_where_it_would_train_nothing():
     cfg = from_dict(ExperimentConfig, {"train": {"freeze_2d": True, "checkpoint_2d": "w.safetensors"},
@@ -50,6 +54,7 @@ def test_freeze_2d_refused_where_it_would_train_nothing():
     cfg = from_dict(ExperimentConfig, {"train": {"freeze_2d": True}})
     with pytest.raises(SpecError, match="set train.checkpoint_2d"):
         validate_semantics(cfg)
+
 
 def test_the_defaults_build_exactly_the_shipped_model():
     """A spec with no overrides is the shipped recipe: every tensor of the shipped weights loads into the default

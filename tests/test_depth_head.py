@@ -35,6 +35,7 @@ def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
         model.flip_average = True
         assert torch.equal(model.forward_2d(images).depth, trained_on)
 
+
 def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tmp_path):
     """model.depth_head.refine_layers: weights trained without the refiner load into a model with one (the refiner
     gets nothing) and give the same depth until it trains; its correction then moves depth, within the range."""
@@ -53,6 +54,7 @@ def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tm
         depth = grown.forward_2d(images).depth
     assert not torch.allclose(depth, trained.forward_2d(images).depth)
     assert depth.min() >= base.dataset.depth_min and depth.max() <= base.dataset.depth_max * (1 + 1e-5)
+
 
 def test_an_image_guide_added_to_a_trained_depth_head_starts_from_its_depth_at_stride_2(tmp_path):
     """model.depth_head.guide_channels: weights trained without the guide load into a model with one and give
@@ -94,6 +96,7 @@ def test_an_image_guide_added_to_a_trained_depth_head_starts_from_its_depth_at_s
         out = grown(images)
     assert out.out3d is not None and out.out3d.fine_logits.shape[0] == 2
 
+
 @pytest.mark.parametrize("size_in, size_out", [((60, 80), (8, 10)), ((60, 80), (15, 20)), ((7, 9), (3, 4))])
 def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in, size_out):
     from torch.nn import functional as F
@@ -101,6 +104,7 @@ def test_the_refiners_exportable_pooling_equals_adaptive_average_pooling(size_in
     from nvpanoptix3d.model.head2d import adaptive_mean
     x = torch.rand(2, 1, *size_in)
     assert torch.allclose(adaptive_mean(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6)
+
 
 @pytest.mark.parametrize("key, built", [("depth_head.refine_layers", lambda m: m.head2d.depth_head.refiner),
                                          ("depth_head.guide_channels", lambda m: m.head2d.depth_head.guide)])
@@ -122,6 +126,7 @@ def test_a_checkpoint_stored_before_an_added_part_existed_loads_without_it(tmp_p
     module = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None)
     assert built(module.model) is None
 
+
 def test_log_depth_gradient_loss_hand_computed():
     """depth_head.gradient_weight: a prediction off by a constant factor costs nothing; a step of log 2 between
     columns 1 and 2 of a 4 x 4 image costs log 2 x (4/24 at stride 1 + 2/4 at stride 2) / 4 scales; pixels
@@ -142,6 +147,7 @@ def test_log_depth_gradient_loss_hand_computed():
     assert math.isclose(float(depth_loss(pred, gt_hole, 1.0)), hole, rel_tol=1e-6)
     assert float(depth_loss(pred, gt_hole, 1.0)) > float(depth_loss(pred, gt_hole, 0.0))
 
+
 def test_image_scale_loss_hand_computed():
     """depth_head.scale_weight: image 0 is 2x too far everywhere, image 1 right on half its pixels and 4x too near
     on the other half, image 2 has no truth: ((log 2)^2 + (log 4 / 2)^2) / 2 = (log 2)^2; a per-pixel wobble
@@ -159,6 +165,7 @@ def test_image_scale_loss_hand_computed():
     assert abs(float(image_scale_loss(wobble, torch.ones(1, 2, 2, dtype=torch.bool)))) < 1e-12
     gt = torch.full((1, 4, 4), 2.0)
     assert float(depth_loss(gt * 1.5, gt, 0.0, 1.0)) > float(depth_loss(gt * 1.5, gt, 0.0, 0.0))
+
 
 def test_segment_balanced_depth_loss_hand_computed():
     """model.depth_head.segment_balance: at 1 a two-pixel chair weighs what a six-pixel wall does, at 0 each pixel
@@ -182,6 +189,7 @@ def test_segment_balanced_depth_loss_hand_computed():
     void = segment_balance_weight(torch.tensor([[[0, 0, 9, 9]]]), torch.zeros(1, 1, 4, dtype=torch.long), 1.0)
     assert torch.allclose(void, torch.full((1, 1, 4), 0.5))
 
+
 def test_absolute_depth_term_hand_computed():
     """model.depth_head.absolute_weight: the mean error in metres over pixels with truth, so the same 10% costs a
     wall at 5 m five times what it costs a chair at 1 m, where the log terms charge both alike."""
@@ -197,6 +205,7 @@ def test_absolute_depth_term_hand_computed():
     extra_near = float(depth_loss(near, gt, absolute_weight=1.0)) - log_near
     extra_far = float(depth_loss(far, gt, absolute_weight=1.0)) - log_far
     assert math.isclose(extra_far, 5 * extra_near, rel_tol=1e-4)
+
 
 def test_the_spec_chooses_the_weightless_depth_steps_whatever_the_checkpoint_stored(tmp_path):
     """model.depth_head.layout_planes has no weights: evaluate / inference take the spec's choice, not the one
@@ -218,6 +227,7 @@ def test_the_spec_chooses_the_weightless_depth_steps_whatever_the_checkpoint_sto
             assert layout is None
         else:
             assert isinstance(layout, ManhattanLayout) and layout.settings.replace == expected
+
 
 def test_layout_fits_out_of_training_only(tmp_path):
     """The layout fit would cost the 3D training step 2.6x its time on the GPU: training skips it; validation and

@@ -24,6 +24,7 @@ def test_int8_storage_hand_computed():
     assert torch.allclose(back["w"], torch.tensor([[128 / 127, -2.0, 64 / 127], [0.0, 0.0, 0.0]]))
     assert quantize_int8({"w": weight}, min_numel=7)["w"] is weight     # under min_numel: untouched
 
+
 def test_int8_weights_load_back_within_half_a_step(tmp_path):
     """A model saved with int8 matrices loads through load_state_dict with every key, as floats, each element within
     half its slice's step of the original; an fp16 file (older shipped weights) loads as before."""
@@ -48,6 +49,7 @@ def test_int8_weights_load_back_within_half_a_step(tmp_path):
             assert torch.equal(back[name], original), name
     assert quantized > 10
 
+
 def test_the_3d_stage_exports_to_onnx(tmp_path):
     """The candidates' top-k and the parents' gather survive ONNX export: onnxruntime labels the candidates both
     runtimes picked as PyTorch does."""
@@ -62,6 +64,7 @@ def test_the_3d_stage_exports_to_onnx(tmp_path):
                    ["mask_features", "depth", "query_embed"], ["index", "valid", "logits", "semantic", "query"],
                    cfg.export.opset_version, _voxelwise_diff)
     assert diff < 1e-3 and _voxelwise_diff.shared > 0.9
+
 
 def test_the_2d_stage_with_an_image_guide_exports_to_onnx(tmp_path):
     """The guide's stride-2 stem and upsampling survive ONNX export (its correction made nonzero, so it counts):

@@ -48,6 +48,7 @@ def test_inference_labels_only_occupied_voxels_with_the_same_result(tmp_path):
     with pytest.raises(ValueError, match="occupancy_threshold"):
         panoptic_3d(out2d, sparse, 0, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=lower)))
 
+
 def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
     """The 3D stage samples 2D features already reduced to its width (8x fewer channels): sampling is linear
     with zero padding, so it must equal reducing the sampled features, outside the image included."""
@@ -63,6 +64,7 @@ def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
     before = stage.lifter(index, 1, F.conv2d(pixels, stage.reduce.weight[:, :, None, None]), depth)[..., :-3]
     assert torch.allclose(before + stage.reduce.bias, after, atol=1e-5)
 
+
 def test_large_segments_hand_computed():
     """A stuff class (instance 0) and two instances of one thing class: 5, 3 and 1 voxels; the same instance id in
     another class is another segment."""
@@ -72,6 +74,7 @@ def test_large_segments_hand_computed():
     assert large_segments(semantic, instance, 3).tolist() == [True] * 8 + [False, False]
     assert large_segments(semantic, instance, 4).tolist() == [True] * 5 + [False] * 5
     assert large_segments(semantic, instance, 0).all() and large_segments(semantic[:0], instance[:0], 3).numel() == 0
+
 
 def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
     from nvpanoptix3d.model.postprocess import panoptic_3d
@@ -98,6 +101,7 @@ def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
     assert torch.equal(kept.instance, every.instance[big])
     assert set(kept.scores) == set(every.scores) & set(kept.instance.tolist())
 
+
 def test_neighbour_mean_hand_computed():
     """Three voxels in a row and one far away, radius 1: the ends average with the middle, the middle with both,
     the far one stays itself. Voxels (0, 1, 0) and (0, 0, 4) are 4 apart, but in a key over their unpadded box
@@ -111,6 +115,7 @@ def test_neighbour_mean_hand_computed():
     assert torch.allclose(neighbour_mean(index, values, 2)[0], torch.tensor([5 / 3, 1.0]))
     apart = torch.tensor([[0, 1, 0], [0, 0, 4]])
     assert torch.equal(neighbour_mean(apart, values[:2], 1), values[:2])
+
 
 def test_semantic_smoothing_in_the_3d_panoptic_fusion(tmp_path):
     """Five stuff voxels in a row, wall wall floor wall wall, the floor voxel only just floor (probability 0.52

@@ -33,6 +33,7 @@ def test_loss_falls_when_overfitting_one_batch(tmp_path):
         losses.append(float(loss))
     assert min(losses[-3:]) < 0.75 * losses[0], losses
 
+
 def test_any_width_the_schema_allows_builds_and_runs(tmp_path):
     # AutoML samples any integer in the bounds; a 3D width of 25 once crashed GroupNorm (50 channels, 4 groups)
     cfg = load_config(str(spec_file(tmp_path)), ["results_dir=" + str(tmp_path / "r"), "model.frustum3d.feature_dim=25",
@@ -41,11 +42,13 @@ def test_any_width_the_schema_allows_builds_and_runs(tmp_path):
     batch = collate([get_dataset(cfg.dataset, "train")[0]])
     assert torch.isfinite(_step(module, batch))
 
+
 def _step(module, batch):
     from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
     g64, g128 = occupancy_grids(batch, (256, 256, 256))
     out = module.model(batch.images, g64, g128)
     return sum(compute_losses(out, batch, module.cfg, g64, g128).values())
+
 
 def _train(tmp_path, name, extra):
     spec = spec_file(tmp_path, ["dataset.augment=false", "train.checkpoint_interval=1", "train.validation_interval=5"])
@@ -53,6 +56,7 @@ def _train(tmp_path, name, extra):
     subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
     blob = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     return blob["state_dict"]
+
 
 @pytest.mark.slow
 def test_resume_continues_bit_identically(tmp_path):
@@ -67,6 +71,7 @@ def test_resume_continues_bit_identically(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "straight" / "status.json").read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "checkpoint"] == [1, 2]
     assert all("losses" in e and "images_per_s" in e for e in events if e["event"] == "epoch")
+
 
 @pytest.mark.slow
 def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(tmp_path):
@@ -98,6 +103,7 @@ def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(t
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert short.returncode == 2 and "dataset.val: 1 frame(s) for 2 training processes" in short.stderr
 
+
 @pytest.mark.slow
 def test_cli_contract_exit_codes(tmp_path):
     spec = spec_file(tmp_path)
@@ -110,6 +116,7 @@ def test_cli_contract_exit_codes(tmp_path):
     assert missing.returncode == 2 and "ensure meta/frustum_mask.npz is present" in missing.stderr.lower()
     assert json.loads((tmp_path / "y" / "status.json").read_text().splitlines()[-1])["event"] == "failed"
 
+
 @pytest.mark.slow
 def test_fine_tuning_takes_the_backbone_of_checkpoint_2d(tmp_path):
     """A spec that names another backbone than the 2D checkpoint's would load none of its backbone tensors."""
@@ -121,6 +128,7 @@ def test_fine_tuning_takes_the_backbone_of_checkpoint_2d(tmp_path):
     init = [json.loads(line) for line in (tmp_path / "child" / "status.json").read_text().splitlines()
             if json.loads(line)["event"] == "init"]
     assert init[0]["stage"] == "2d" and init[0]["loaded"] > 0 and init[0]["skipped"] == 0
+
 
 @pytest.mark.slow
 def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
@@ -165,6 +173,7 @@ def test_a_2d_only_run_ships_with_the_3d_stage_of_other_weights(tmp_path):
                            capture_output=True, text=True, cwd=REPO)
     assert other.returncode != 0 and "another architecture" in other.stderr
 
+
 def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
     """Training runs the 3D label heads on truly occupied candidates only: losses and gradients must be those
     of labelling every candidate densely (the export path)."""
@@ -196,6 +205,7 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
     assert sparse_grads.keys() == dense_grads.keys() and any(n.startswith("semantic.") for n in sparse_grads)
     for name in dense_grads:
         assert torch.allclose(sparse_grads[name], dense_grads[name], rtol=1e-4, atol=1e-6), name
+
 
 def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     """model.frustum3d.occluded_label_weight: training marks the candidates at least 4 voxels behind the lifted depth
@@ -243,6 +253,7 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     assert math.isclose(float(plain), float(ce.mean()), rel_tol=1e-6)
     assert math.isclose(float(weighted), float((ce[0] + 3 * ce[1] + ce[2]) / 5), rel_tol=1e-6)
 
+
 def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
     """The eleven decoder layers' set losses run as one stacked pass: each layer's terms must be what that layer
     alone gives, and the class term torch's weighted cross-entropy mean."""
@@ -272,6 +283,7 @@ def test_set_losses_of_stacked_decoder_layers_equal_each_layer_alone(tmp_path):
         reference = F.cross_entropy(cls.transpose(1, 2), target, weight=weight)
         assert float(stacked["class"][i]) == pytest.approx(mf.class_weight * float(reference), rel=1e-5)
 
+
 @pytest.mark.slow
 def test_freeze_2d_trains_the_3d_stage_alone(tmp_path):
     _train(tmp_path, "parent", [])
@@ -284,6 +296,7 @@ def test_freeze_2d_trains_the_3d_stage_alone(tmp_path):
     for key in two_d:
         assert torch.equal(parent[key], child[key]), key
     assert any(not torch.equal(parent[k], child[k]) for k in parent if k.startswith("model.stage3d."))
+
 
 def test_mirror_flips_the_chosen_frames_with_their_truth(tmp_path):
     """dataset.mirror: a mirrored frame keeps its labels and depth on the pixels they belong to, and its 3D truth
@@ -317,6 +330,7 @@ def test_mirror_flips_the_chosen_frames_with_their_truth(tmp_path):
     assert torch.equal(z, z_mirrored) and torch.equal(out.occupied[0][:, 1], batch.occupied[0][:, 1])
     tolerance = 0.25 * grid.voxel_size * k.fx / z
     assert ((u_mirrored - (k.width - 1 - u)).abs() <= tolerance).all()
+
 
 def test_teacher_frames_lift_the_true_depth_where_it_has_a_value_the_predicted_elsewhere(tmp_path):
     """lifting_depth: a frame `teacher` picks takes the true depth at every pixel with one (0: none there keeps the
