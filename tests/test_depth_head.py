@@ -36,16 +36,23 @@ def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
         assert torch.equal(model.forward_2d(images).depth, trained_on)
 
 
+def _grown_from_a_head_without(tmp_path, key: str, value: int, part: str):
+    """A model with model.depth_head.<key>=value that loaded the 2D stage of one built with <key>=0: every stored
+    tensor fits and the added part gets none. Returns (the base config, the trained model, the grown one)."""
+    from nvpanoptix3d.model.network import PanopticReconstruction
+    base = load_config(str(spec_file(tmp_path, [f"model.depth_head.{key}=0"])), [f"results_dir={tmp_path}"])
+    wider = load_config(str(spec_file(tmp_path, [f"model.depth_head.{key}={value}"])), [f"results_dir={tmp_path}"])
+    torch.manual_seed(0)
+    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(wider).eval()
+    result = grown.load_stage(trained.state_dict(), "2d")
+    assert not result.skipped and not any(f".{part}." in n for n in result.loaded)
+    return base, trained, grown
+
+
 def test_a_layout_refiner_added_to_a_trained_depth_head_starts_from_its_depth(tmp_path):
     """model.depth_head.refine_layers: weights trained without the refiner load into a model with one (the refiner
     gets nothing) and give the same depth until it trains; its correction then moves depth, within the range."""
-    from nvpanoptix3d.model.network import PanopticReconstruction
-    base = load_config(str(spec_file(tmp_path, ["model.depth_head.refine_layers=0"])), [f"results_dir={tmp_path}"])
-    refined = load_config(str(spec_file(tmp_path, ["model.depth_head.refine_layers=2"])), [f"results_dir={tmp_path}"])
-    torch.manual_seed(0)
-    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(refined).eval()
-    result = grown.load_stage(trained.state_dict(), "2d")
-    assert not result.skipped and not any(".refiner." in n for n in result.loaded)
+    base, trained, grown = _grown_from_a_head_without(tmp_path, "refine_layers", 2, "refiner")
     images = torch.rand(2, 3, 240, 320)
     with torch.no_grad():
         assert torch.equal(trained.forward_2d(images).depth, grown.forward_2d(images).depth)
@@ -65,13 +72,7 @@ def test_an_image_guide_added_to_a_trained_depth_head_starts_from_its_depth_at_s
     from torch.nn import functional as F
 
     from nvpanoptix3d.model.losses import depth_loss
-    from nvpanoptix3d.model.network import PanopticReconstruction
-    base = load_config(str(spec_file(tmp_path, ["model.depth_head.guide_channels=0"])), [f"results_dir={tmp_path}"])
-    guided = load_config(str(spec_file(tmp_path, ["model.depth_head.guide_channels=8"])), [f"results_dir={tmp_path}"])
-    torch.manual_seed(0)
-    trained, grown = PanopticReconstruction(base).eval(), PanopticReconstruction(guided).eval()
-    result = grown.load_stage(trained.state_dict(), "2d")
-    assert not result.skipped and not any(".guide." in n for n in result.loaded)
+    base, trained, grown = _grown_from_a_head_without(tmp_path, "guide_channels", 8, "guide")
     trained.flip_average = grown.flip_average = False
     images = torch.rand(2, 3, 240, 320)
     log_min, log_max = m.log(base.dataset.depth_min), m.log(base.dataset.depth_max)
