@@ -16,6 +16,8 @@ import torch
 
 FRONT3D_FOCAL = 277.1281435  # 60 degree horizontal field of view at 320 px
 FRONT3D_SIZE = (320, 240)
+# OpenGL camera axes (y up, z backward) <-> OpenCV's (y down, z forward): its own inverse
+OPENGL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)

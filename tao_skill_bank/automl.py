@@ -20,14 +20,14 @@ import optuna
 from optuna.trial import TrialState
 
 from . import atomic
-from .conditions import evaluate_condition
+from .conditions import evaluate_condition, get_dotted
 from .data_sources import DatasetRoots
 from .errors import SkillBankError
 from .jobs import (CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job,
                    last_error_line, read_status)
 from .runner import ActionRequest, launch, prepare
 from .skill import load_skill
-from .spec import get_dotted, schema_node, set_dotted
+from .spec import schema_node, set_dotted
 
 ALGORITHMS = ("bayesian", "hyperband", "asha")
 REQUEST_FILE = "automl_request.json"   # in the sweep's job folder: what it was asked, for a resume

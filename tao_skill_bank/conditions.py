@@ -9,11 +9,12 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 _BUILTINS = {"min": min, "max": max, "abs": abs, "len": len}
 
 
-def _get(spec: dict, dotted: str):
+def get_dotted(spec: dict, dotted: str, default=None):
+    """The value at a dotted key of a nested spec, or `default` where a part is missing."""
     node = spec
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return default
         node = node[part]
     return node
 
@@ -27,7 +28,7 @@ def evaluate_condition(expression: str, spec: dict) -> bool:
     names = {}
 
     def repl(match):
-        value = _get(spec, match.group(0))
+        value = get_dotted(spec, match.group(0))
         if value is None:
             return match.group(0)
         var = f"_v{len(names)}"
@@ -42,7 +43,7 @@ def broken_rule(rules: list[dict], spec: dict) -> str | None:
     """The error of the first rule ({"require": expression, "error": message}) the spec breaks; rules whose keys
     the spec lacks are skipped."""
     for rule in rules:
-        if any(_get(spec, key) is None for key in keys_of(rule["require"])):
+        if any(get_dotted(spec, key) is None for key in keys_of(rule["require"])):
             continue
         if not evaluate_condition(rule["require"], spec):
             return rule["error"]

@@ -10,7 +10,8 @@ from .data_sources import DatasetRoots, data_overrides
 from .errors import SkillBankError
 from .jobs import JobRecord, JobStore, create_job
 from .skill import Skill, load_skill
-from .spec import get_dotted, parse_override, resolve_spec
+from .conditions import get_dotted
+from .spec import parse_override, resolve_spec
 from .spec_params import InferenceContext, infer_spec_params
 
 

@@ -69,15 +69,6 @@ def set_dotted(spec: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def get_dotted(spec: dict, dotted: str, default: Any = None) -> Any:
-    node = spec
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def resolve_spec(skill: Skill, action: str, overrides: dict[str, Any], base: dict | None = None) -> dict:
     """The action's template (or `base`, a stored spec being resumed) + overrides (shorthand keys expanded),
     validated; the inputs are not modified."""

@@ -2,6 +2,7 @@
 frames, two engines on one job, alias bombs, a full disk (a small tmpfs), a corrupt store, a killed sweep."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -323,16 +324,24 @@ def test_bounded_overrides_on_the_engine_and_the_skill_bank(tmp_path):
 
 # ------------------------------------------------------------------ 6. disk and store faults
 
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    """A tmpfs mounted at `path` for the block (skipped where mounting is not allowed)."""
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 24 MB tmpfs: room for the spec and status records, not for a tiny model's checkpoints."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with _tmpfs(tmp_path / "small", "size=24m") as mount:
+        yield mount
 
 
 @pytest.mark.slow
@@ -375,17 +384,10 @@ def test_a_corrupt_record_is_skipped_by_list_jobs(tmp_path):
 
 @pytest.mark.slow
 def test_json_output_on_a_read_only_store_is_still_json(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("a read-only mount needs root (CI runs as root)")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         run = subprocess.run([sys.executable, "runners/tao_run_action.py", "--skill", str(SKILL), "--action",
                               "evaluate", "--eval-dataset", str(EXAMPLE), "--jobs-dir", str(ro), "--json"],
                              capture_output=True, text=True, cwd=REPO, timeout=120)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert run.returncode != 0 and result["ok"] is False and "Read-only file system" in result["error"]
     assert "Traceback" not in run.stderr

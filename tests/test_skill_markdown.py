@@ -8,7 +8,8 @@ from helpers import SKILL
 
 from tao_skill_bank import schema_gen
 from tao_skill_bank.skill import load_skill
-from tao_skill_bank.spec import get_dotted, resolve_spec
+from tao_skill_bank.conditions import get_dotted
+from tao_skill_bank.spec import resolve_spec
 
 
 def test_generated_files_are_current():

@@ -21,20 +21,13 @@ from typing import Callable
 import numpy as np
 
 from ..config import DataError
-
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from ..geometry import OPENGL_FLIP, Intrinsics
+from .images import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
-class Camera:
-    """Pinhole intrinsics of one image size, with optional OpenCV radial-tangential distortion."""
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
+class Camera(Intrinsics):
+    """A posed frame's pinhole intrinsics with optional OpenCV radial-tangential distortion."""
     distortion: tuple = (0.0, 0.0, 0.0, 0.0)   # k1 k2 p1 p2
 
     @property
@@ -133,7 +126,7 @@ def read_nerfstudio(root: Path) -> PosedFolder:
             raise DataError(f"{where}: needs file_path and transform_matrix")
         image = _with_suffix(root / item["file_path"])
         camera = _camera(item, where, shared) if any(k in item for k in ("fl_x", "w")) or shared is None else shared
-        pose = check_rigid(item["transform_matrix"], where) @ OPENGL_TO_OPENCV
+        pose = check_rigid(item["transform_matrix"], where) @ OPENGL_FLIP
         depth = root / item["depth_file_path"] if item.get("depth_file_path") else None
         folder.frames.append(PosedFrame(Path(item["file_path"]).stem, image, pose, camera, depth, scale))
     return _finish(folder)

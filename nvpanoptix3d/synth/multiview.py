@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import fileio
-from ..geometry import Intrinsics, look_at
+from ..geometry import OPENGL_FLIP, Intrinsics, look_at
 from .generate import make_scene, scene_id
 from .frames import FrameBatch, Shot
 from .render import shade
 from .scene import Scene, sample_camera
 from .scene_truth import surface_points
 
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 STEP_M = 0.12  # camera travel between frames
 
 
@@ -71,7 +70,7 @@ def write_multiview(out: str | Path, scenes: int, frames: int, seed: int = 0) ->
             fileio.save_npz(folder / "panoptic" / f"{name}.npz", data=panoptic)
             records.append({"file_path": f"images/{name}.png", "depth_file_path": f"depth/{name}.png",
                             "panoptic_file_path": f"panoptic/{name}.npz",
-                            "transform_matrix": (pose @ OPENCV_TO_OPENGL).tolist()})
+                            "transform_matrix": (pose @ OPENGL_FLIP).tolist()})
         transforms = {"camera_model": "OPENCV", "fl_x": k.fx, "fl_y": k.fy, "cx": k.cx, "cy": k.cy, "w": k.width,
                       "h": k.height, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "depth_unit_scale_factor": 0.001,
                       "frames": records}
