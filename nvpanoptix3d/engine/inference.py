@@ -128,8 +128,7 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
         pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode)
         written = write_outputs(out_dir, frame.name, rgb, pan2d, pan3d, grid, cfg.inference.save_mesh,
                                 cfg.inference.save_previews)
-        lifted = module.model.lifting_depth(out.out2d, sensor, every if sensor is not None else None, align)
-        lifted = F.interpolate(lifted[:, None].float(), size=(k.height, k.width), mode="nearest")[0, 0]
+        lifted = F.interpolate(out.lifted_depth[:, None].float(), size=(k.height, k.width), mode="nearest")[0, 0]
         observation = FrameObservation(frame.camera_to_world, grid.grid_to_camera(pan3d.index).cpu().numpy(),
                                        pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(),
                                        pan3d.probability.float().cpu().numpy(), lifted.cpu().numpy(),

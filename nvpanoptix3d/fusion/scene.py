@@ -80,6 +80,7 @@ class SceneFusion:
         self.surface_band = surface_band          # voxels from the lifted depth that count as seen
         self.match_overlap = match_overlap        # share of the smaller object both must cover to be one
         self.keys = np.zeros(0, np.int64)         # sorted
+        self._centres = np.zeros((0, 3))          # world centres of self.keys
         self.hit = np.zeros(0, np.float32)
         self.free = np.zeros(0, np.float32)
         self.votes = np.zeros((0, NUM_CLASSES), np.float32)
@@ -120,7 +121,7 @@ class SceneFusion:
         """Map voxels this frame sees clearly in front of its depth get a free vote."""
         if not len(self.keys):
             return
-        centres = (unpack(self.keys) + 0.5) * self.voxel_size
+        centres = self._centres
         world_to_camera = np.linalg.inv(frame.camera_to_world)
         points = centres @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
         lifted = self._depth_at(frame, points)
@@ -144,6 +145,7 @@ class SceneFusion:
         votes += np.bincount(new * NUM_CLASSES + classes, weight, n * NUM_CLASSES).reshape(n, NUM_CLASSES)
         self.keys, self.hit, self.free = merged, hit.astype(np.float32), free.astype(np.float32)
         self.votes = votes.astype(np.float32)
+        self._centres = (unpack(merged) + 0.5) * self.voxel_size  # read by every frame's free-space votes
 
     def _associate(self, frame: FrameObservation, keys: np.ndarray, weight: np.ndarray) -> None:
         for local in np.unique(frame.instance[frame.instance > 0]):

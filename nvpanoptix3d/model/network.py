@@ -19,6 +19,7 @@ from .layout import get_layout
 class ModelOutput:
     out2d: Output2D
     out3d: Output3D | None
+    lifted_depth: torch.Tensor | None = None   # B x h x w: the depth the 3D stage lifted (None without it)
 
 
 @dataclass
@@ -104,13 +105,13 @@ class PanopticReconstruction(nn.Module):
         """Training may lift some frames (`teacher`, B bool) with ground-truth depth (gt_depth), so the 3D stage
         learns to use a precise depth cue before the depth head can give one."""
         out2d = self.forward_2d(images)
-        out3d = None
+        out3d = depth = None
         if self.stage3d is not None:
             depth = self.lifting_depth(out2d, gt_depth, teacher, align_fill)
             # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
             # they would otherwise drown the 2D losses in the shared query embeddings
             out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed.detach(), forced64, forced128)
-        return ModelOutput(out2d, out3d)
+        return ModelOutput(out2d, out3d, depth)
 
     # staged initialisation: the 2D stage is backbone + head2d, the 3D stage is stage3d
     STAGE_PREFIXES = {"2d": ("backbone.", "head2d."), "3d": ("stage3d.",)}
