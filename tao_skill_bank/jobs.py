@@ -221,7 +221,7 @@ def last_error_line(log: Path, max_bytes: int = 65536) -> str | None:
             lines = fh.read().decode(errors="replace").splitlines()
     except OSError:
         return None
-    for prefix in ("error: ", "cancelled: "):
+    for prefix in ("error: ", "cancelled: ", "requeued: "):
         found = [line for line in lines if line.startswith(prefix)]
         if found:
             return found[-1][:300]
@@ -235,29 +235,6 @@ def _stop_orphan(record: JobRecord, store: JobStore) -> str | None:
         return get_backend(record.backend, **record.backend_options).stop_orphan(record, store)
     except (SkillBankError, TypeError):  # a record of another version's backend options
         return None
-
-
-def stop_orphan_engine(lock_path: Path) -> int | None:
-    """SIGTERM, then SIGKILL, to the process group of the engine the lock names, when it runs on this host."""
-    import socket
-    try:
-        holder = json.loads(lock_path.read_text() or "null")
-    except (OSError, ValueError):
-        return None
-    if not holder or holder.get("host") != socket.gethostname() or not _alive(int(holder["pid"])):
-        return None
-    pid = int(holder["pid"])
-    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(os.getpgid(pid), sig)
-        except (ProcessLookupError, PermissionError):
-            return pid
-        deadline = time.time() + wait_s
-        while time.time() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if not _alive(pid):
-            break
-    return pid
 
 
 def _lock_held(path: Path) -> bool:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import BinaryIO
 
 
@@ -28,7 +32,7 @@ class LocalBackend:
         return None
 
     def stop_orphan(self, record, store) -> str | None:
-        from ..jobs import ENGINE_LOCK, stop_orphan_engine
+        from ..jobs import ENGINE_LOCK
         pid = stop_orphan_engine(store.job_dir(record.job_id) / ENGINE_LOCK)
         return f"its engine (pid {pid})" if pid else None
 
@@ -48,3 +52,26 @@ class LocalBackend:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         return proc.wait()
+
+
+def stop_orphan_engine(lock_path: Path) -> int | None:
+    """SIGTERM, then SIGKILL, to the process group of the engine the lock names, when it runs on this host."""
+    from ..jobs import _alive
+    try:
+        holder = json.loads(lock_path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not holder or holder.get("host") != socket.gethostname() or not _alive(int(holder["pid"])):
+        return None
+    pid = int(holder["pid"])
+    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(os.getpgid(pid), sig)
+        except (ProcessLookupError, PermissionError):
+            return pid
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if not _alive(pid):
+            break
+    return pid
