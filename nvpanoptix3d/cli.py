@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(cfg.results_dir)
         results.mkdir(parents=True, exist_ok=True)
         from .engine.joblock import JobLock, is_first_process
-        lock = JobLock(results).acquire() if is_first_process() else None  # before anything is written: a second engine must not touch the job
+        # before anything is written: a second engine must not touch the job
+        lock = JobLock(results).acquire() if is_first_process() else None
         write_bytes(results / "experiment.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
         from .engine.status import StatusWriter
         status = StatusWriter(results)

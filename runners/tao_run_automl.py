@@ -87,7 +87,8 @@ def main(argv=None) -> int:
                                      "conditions": runner.space.conditions, "direction": runner.direction}}
             print(json.dumps(plan, indent=2, default=str))
             return 0
-        atomic.write_json(runner.store.job_dir(runner.job_id) / REQUEST_FILE, {key: getattr(args, key) for key in _STORED})
+        atomic.write_json(runner.store.job_dir(runner.job_id) / REQUEST_FILE,
+                          {key: getattr(args, key) for key in _STORED})
         print(f"[automl] job {runner.job_id}: {args.algorithm}, {args.max_trials} trials, metric {args.metric} "
               f"({runner.direction})", file=sys.stderr)
         summary = runner.run()

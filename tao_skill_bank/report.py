@@ -17,7 +17,8 @@ from pathlib import Path
 from . import atomic
 from .jobs import JobStore, read_status
 
-STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:16px;margin-top:28px}
+STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}
+h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f3f3f3}.failed,.cancelled{color:#b00}.done{color:#070}.pruned{color:#888}.best{background:#eef8ee}
 svg{border:1px solid #ddd;margin:4px 12px 4px 0}.muted{color:#777}"""
@@ -117,7 +118,8 @@ def svg_line(title: str, points: list[tuple[float, float]], width: int = 320, he
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
 
     def at(x, y):
-        return (pad + (x - x0) / (x1 - x0) * (width - 2 * pad), height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad))
+        return (pad + (x - x0) / (x1 - x0) * (width - 2 * pad),
+                height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad))
 
     coords = [at(x, y) for x, y in points]
     body = f"<text x='{pad}' y='16'>{_e(title)}</text>"

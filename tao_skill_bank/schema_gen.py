@@ -104,8 +104,10 @@ def skill_info(schemas: dict[str, dict]) -> dict:
     skill = load_skill(SKILL_DIR)
     actions = {}
     for action, command in skill.actions.items():
-        inputs = {r.spec_key: {"type": "folder" if r.relative_path in ("data",) or r.relative_path.endswith(
-            ".tar.gz") else "file", **({"optional": True} if r.optional else {})} for r in skill.requirements_for(action)}
+        inputs = {}
+        for r in skill.requirements_for(action):
+            kind = "folder" if r.relative_path == "data" or r.relative_path.endswith(".tar.gz") else "file"
+            inputs[r.spec_key] = {"type": kind, **({"optional": True} if r.optional else {})}
         for p in skill.spec_params_for(action):
             if p.function in ("parent_model", "parent_model_or_ptm", "ptm", "resume_model"):
                 inputs[p.spec_key] = {"type": "file", "optional": action == "train"}

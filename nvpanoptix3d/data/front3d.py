@@ -71,7 +71,8 @@ class Front3DDataset(Dataset):
                                                             "(semantic, instance per pixel)")
         self._check_labels(row, "segmap", seg[..., 0])
         seg = seg.astype(np.int64)[::factor, ::factor]
-        sample.semantic2d, sample.instance2d = torch.from_numpy(seg[..., 0].copy()), torch.from_numpy(seg[..., 1].copy())
+        sample.semantic2d = torch.from_numpy(seg[..., 0].copy())
+        sample.instance2d = torch.from_numpy(seg[..., 1].copy())
         if self.cfg.enable_3d:
             vol = self._read(row, "segmentation", fileio.load_npz)
             self._check(row, "segmentation", vol.shape == (*self.volume_dims, 2),

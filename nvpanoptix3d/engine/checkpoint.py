@@ -23,6 +23,10 @@ SCALE_SUFFIX = ".int8_scale"
 INT8_MIN_NUMEL = 4096       # smaller tensors (biases, norms, small heads) stay fp16: nothing to gain, more to lose
 
 
+class TruncatedCheckpoint(SpecError):
+    """A checkpoint file cut short or damaged (a kill or a full disk while it was written)."""
+
+
 def read_checkpoint(path: str | Path, key: str = "checkpoint") -> dict:
     """A .ckpt / .pt file's contents through the weights-only unpickler; anything else is a one-line error."""
     p = Path(path)
@@ -35,8 +39,8 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint") -> dict:
         raise SpecError(f"{key}: {path} holds objects other than tensors and plain values, which could run code "
                         f"when loaded ({reason}); refusing it: re-save its weights as .safetensors") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise SpecError(f"{key}: {path} is truncated or not a checkpoint ({type(exc).__name__}); use an intact "
-                        "copy") from None
+        raise TruncatedCheckpoint(f"{key}: {path} is truncated or not a checkpoint ({type(exc).__name__}); use "
+                                  "an intact copy") from None
     if not isinstance(blob, dict):
         raise SpecError(f"{key}: {path} holds a {type(blob).__name__}, not a checkpoint dict of tensors")
     return blob

@@ -126,8 +126,8 @@ def run_export(cfg: ExperimentConfig) -> dict:
     message = _tensorrt(path2d, engine, ex.trt.data_type, ex.trt.workspace_size_mb)
     if message is None:
         if ex.trt.engine_file_2d:  # asked for by name: an export without it did less than asked
-            raise SpecError(f"export.trt.engine_file_2d: a TensorRT engine was asked for but {NO_TENSORRT.split(':')[0]}"
-                            "; install tensorrt, or leave export.trt.engine_file_2d empty for ONNX only")
+            raise SpecError("export.trt.engine_file_2d: a TensorRT engine was asked for but tensorrt is not installed "
+                            "here; install tensorrt, or leave export.trt.engine_file_2d empty for ONNX only")
         message = NO_TENSORRT
         status.write("warning", message=message)
     print(f"[export] {message}")

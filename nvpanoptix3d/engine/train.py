@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import ExperimentConfig, SpecError
 from ..data import collate, get_dataset
 from . import interrupt
-from .checkpoint import checkpoint_config, load_state_dict, read_checkpoint, require_loaded
+from .checkpoint import TruncatedCheckpoint, checkpoint_config, load_state_dict, read_checkpoint, require_loaded
 from .module import PanopticModule
 from .status import StatusWriter
 
@@ -235,7 +235,8 @@ def requeued_checkpoint(cfg: ExperimentConfig) -> str:
 
 def intact_checkpoint(path: str) -> str:
     """The checkpoint to resume from: the one named, or, when it is truncated (a kill or a full disk while it
-    was written), the newest intact one beside it, said on the log and in the status."""
+    was written), the newest intact one beside it, said on the log (the start record names the one used). The
+    named checkpoint refused as unsafe is an error, not a reason to fall back."""
     if not path:
         return path
     if not Path(path).is_file():
@@ -243,16 +244,14 @@ def intact_checkpoint(path: str) -> str:
     try:
         read_checkpoint(path, RESUME_KEY)
         return path
-    except SpecError as exc:
-        if "truncated" not in str(exc):
-            raise
+    except TruncatedCheckpoint as exc:
         first_error = exc
     others = sorted((p for p in Path(path).parent.glob("*.ckpt") if p != Path(path)),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for other in others:
         try:
             read_checkpoint(other, RESUME_KEY)
-        except SpecError:
+        except SpecError:  # truncated too, or refused: not one to resume from
             continue
         print(f"[resume] {path} is truncated; resuming from {other}, the newest intact checkpoint beside it")
         return str(other)
