@@ -129,8 +129,9 @@ def run_export(cfg: ExperimentConfig) -> dict:
             raise SpecError("export.trt.engine_file_2d: a TensorRT engine was asked for but tensorrt is not installed "
                             "here; install tensorrt, or leave export.trt.engine_file_2d empty for ONNX only")
         message = NO_TENSORRT
-        status.write("warning", message=message)
-    print(f"[export] {message}")
+        status.warn(message)
+    else:
+        print(f"[export] {message}")
     result["tensorrt"] = message
     status.write("done", action="export", **result)
     return result

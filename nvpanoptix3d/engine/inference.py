@@ -28,6 +28,15 @@ from .outputs import write_outputs
 from .predictor import device_for, load_for_action
 from .status import StatusWriter
 
+
+def _model(cfg: ExperimentConfig):
+    """The checkpoint's model on the action's device, and its frustum grid."""
+    module = load_for_action(cfg, cfg.inference.checkpoint, "inference.checkpoint")
+    device = device_for(cfg)
+    module.to(device)
+    return module, device, get_grid(module.cfg)
+
+
 @torch.no_grad()
 def run_inference(cfg: ExperimentConfig) -> dict:
     results = Path(cfg.results_dir)
@@ -39,14 +48,9 @@ def run_inference(cfg: ExperimentConfig) -> dict:
         return run_scene(cfg, read_posed_folder(source), status)
     images, skipped = list_images(cfg.inference.images_dir, results / "inputs" / "images")
     if skipped:
-        message = f"skipped {len(skipped)} file(s) that are not .png / .jpg images, e.g. {skipped[0]}"
-        print(f"[warning] {message}")
-        status.write("warning", message=message)
-    module = load_for_action(cfg, cfg.inference.checkpoint, "inference.checkpoint")
-    device = device_for(cfg)
-    module.to(device)
+        status.warn(f"skipped {len(skipped)} file(s) that are not .png / .jpg images, e.g. {skipped[0]}")
+    module, device, grid = _model(cfg)
     mcfg = module.cfg
-    grid = get_grid(mcfg)
     width, height = mcfg.dataset.target_size
     status.write("start", action="inference", images=len(images), mode=cfg.inference.mode)
     out_dir = results / "predictions"
@@ -80,9 +84,7 @@ def choose_depth_source(requested: str, folder: PosedFolder, status: StatusWrite
     if requested == "auto":
         requested = "sensor" if folder.has_depth else "multiview"
     if requested == "multiview" and len(folder.frames) < 2:
-        message = "dataset.depth_source multiview needs two frames or more: lifting the predicted depth"
-        print(f"[warning] {message}")
-        status.write("warning", message=message)
+        status.warn("dataset.depth_source multiview needs two frames or more: lifting the predicted depth")
         return "predicted"
     return requested
 
@@ -95,11 +97,8 @@ def read_depth(frame) -> np.ndarray:
 
 @torch.no_grad()
 def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) -> dict:
-    module = load_for_action(cfg, cfg.inference.checkpoint, "inference.checkpoint")
-    device = device_for(cfg)
-    module.to(device)
+    module, device, grid = _model(cfg)
     mcfg = module.cfg
-    grid = get_grid(mcfg)
     k = grid.intrinsics
     source = choose_depth_source(cfg.dataset.depth_source, folder, status)
     status.write("start", action="inference", images=len(folder.frames), posed_folder=folder.format,
@@ -107,17 +106,24 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     out_dir = Path(cfg.results_dir) / "predictions"
     fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size)
     manifest, fusion_s, started = [], 0.0, time.perf_counter()
-    # every frame in the model's camera (uint8: a 2 000-frame walk-through holds 460 MB), for multi-view matching
-    frames_rgb = [torch.from_numpy(fit_rgb(read_photo(f.image), f.camera, k)).permute(2, 0, 1)
-                  for f in tqdm(folder.frames, desc="fit", unit="frame")]
+
+    def in_model_camera(frame) -> torch.Tensor:
+        return torch.from_numpy(fit_rgb(read_photo(frame.image), frame.camera, k)).permute(2, 0, 1)
+
+    # multi-view matching reads every frame, so all of them are held in the model's camera (uint8: a 2 000-frame
+    # walk-through holds 460 MB); otherwise each frame is fitted as it comes
+    frames_rgb = None
+    if source == "multiview":
+        frames_rgb = [in_model_camera(f) for f in tqdm(folder.frames, desc="fit", unit="frame")]
     poses = [f.camera_to_world for f in folder.frames]
     for index, frame in enumerate(tqdm(folder.frames, desc="frames", unit="frame")):
-        rgb = frames_rgb[index].permute(1, 2, 0).numpy()
-        image = frames_rgb[index].float()[None].to(device) / 255.0
+        chw = frames_rgb[index] if frames_rgb is not None else in_model_camera(frame)
+        rgb = chw.permute(1, 2, 0).numpy()
+        image = chw.float()[None].to(device) / 255.0
         sensor = None
         if source == "sensor" and frame.depth is not None:
-            fitted = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
-            sensor = torch.from_numpy(fitted)[None].to(device)
+            depth = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
+            sensor = torch.from_numpy(depth)[None].to(device)
         elif source == "multiview":
             sensor = plane_sweep(frames_rgb, poses, index, k, mcfg.dataset.depth_min,
                                  mcfg.dataset.depth_max).depth[None].to(device)

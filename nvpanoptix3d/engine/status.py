@@ -14,6 +14,11 @@ class StatusWriter:
         self.enabled = enabled
         self.start = time.time()
 
+    def warn(self, message: str) -> None:
+        """A warning on the log and in the status, where the runner's result lists it."""
+        print(f"[warning] {message}")
+        self.write("warning", message=message)
+
     def write(self, event: str, **fields) -> None:
         if not self.enabled:
             return

@@ -283,8 +283,7 @@ def run_train(cfg: ExperimentConfig) -> dict:
         raise SpecError(f"dataset.val: {len(val_loader.dataset)} frame(s) for {world} training processes; each "
                         f"process validates its own share: give the val split at least {world} frames")
     if fallback:
-        print(f"[warning] {fallback}")
-        status.write("warning", message=fallback)
+        status.warn(fallback)
     status.write("start", action="train", accelerator=kwargs["accelerator"], precision=kwargs["precision"],
                  devices=world, frames=len(train_loader.dataset), resume=resume)
     with interrupt.deferred():
