@@ -34,6 +34,48 @@ def _observations(root, shuffle_seed=0):
                                depth, k.fx, k.fy, k.cx, k.cy, frame.name), true_instance
 
 
+def _wall_and_box_frames(count=10):
+    """Frames from one pose: a wall at 2 m and a box face at 1.5 m (seen); frame 0 also completes a blob
+    behind the wall that no other frame predicts; 7 frames call the box a chair, 3 a sofa."""
+    fx = fy = 100.0
+    cx = cy = 50.0
+    depth = np.full((100, 100), 2.0, np.float32)
+    depth[70:91, 70:91] = 1.5                                   # the box face covers x, y in [0.4, 0.6] m
+
+    def plane(lo, hi, z):  # one point per 3 cm voxel, as a frame's voxel centres are
+        step = np.arange(lo, hi, 0.03) + 0.015
+        x, y = np.meshgrid(step, step)
+        return np.stack([x.ravel(), y.ravel(), np.full(x.size, z)], 1)
+
+    wall, box, blob = plane(-0.45, 0.45, 2.01), plane(0.42, 0.57, 1.51), plane(-0.09, 0.09, 2.31)
+    for f in range(count):
+        parts = [wall, box] + ([blob] if f == 0 else [])
+        points = np.concatenate(parts)
+        semantic = np.concatenate([np.full(len(wall), 10), np.full(len(box), 3 if f < 7 else 4)]
+                                  + ([np.full(len(blob), 10)] if f == 0 else []))
+        instance = np.concatenate([np.zeros(len(wall)), np.ones(len(box))]
+                                  + ([np.zeros(len(blob))] if f == 0 else [])).astype(np.int64)
+        yield FrameObservation(np.eye(4), points, semantic, instance, np.ones(len(points), np.float32), depth,
+                               fx, fy, cx, cy, f"f{f}")
+
+
+def test_what_one_frame_in_ten_completes_is_dropped_and_an_object_keeps_one_id_and_class():
+    kept = {}
+    for support in (0.0, 0.3):
+        fusion = SceneFusion(voxel_size=0.03, min_support=support)
+        for obs in _wall_and_box_frames():
+            fusion.integrate(obs)
+        scene = fusion.result()
+        z = (scene.coords[:, 2] + 0.5) * 0.03
+        kept[support] = int((z > 2.2).sum())
+        box = np.abs(z - 1.5) < 0.05
+        assert set(np.unique(scene.instance[box]).tolist()) == {1}        # 7 chair frames and 3 sofa frames: one
+        assert set(np.unique(scene.semantic[box]).tolist()) == {3}        # object, the majority's class
+        assert len(scene.objects) == 1 and scene.objects[0].class_id == 3
+        assert (np.abs(z - 2.0) < 0.05).sum() > 600                       # the wall every frame saw stays
+    assert kept[0.0] > 0 and kept[0.3] == 0                               # the blob only frame 0 completed
+
+
 @pytest.mark.slow
 def test_a_walk_through_fuses_to_one_scene_id_per_object(tmp_path):
     from nvpanoptix3d.synth.multiview import write_multiview
@@ -85,6 +127,9 @@ def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsy
     objects = json.loads((scene / "scene_objects.json").read_text())
     assert len(objects) == summary["scene_objects"] and all(o["frames"] for o in objects)
     assert (scene / "scene.ply").read_bytes().startswith(b"ply\n") and (scene / "scene_top_down.png").is_file()
+    page = (scene / "scene.html").read_text()
+    assert summary["scene"]["page"] == "scene/scene.html" and f"{len(objects)} objects" in page
+    assert page.count('"c2w"') == 3                                     # one frustum per frame
 
 
 def _box_room_truth():

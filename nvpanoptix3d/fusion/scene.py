@@ -5,14 +5,19 @@ For each frame, `SceneFusion.integrate` does what the algorithm says:
 2. weigh each by its occupancy probability, twice as much where the camera saw it (within two voxels of the
    depth it was lifted with) as where the 3D stage completed it;
 3. add that weight to the voxel's occupancy and to its class votes; voxels of the map that this frame sees in
-   front of its depth get a free-space vote (what is seen empty beats what was completed);
-4. match each of the frame's object instances to the scene's objects of its class by 3D overlap, or start a
-   new object, and vote for that object in its voxels.
-`result()` keeps the voxels whose occupancy outweighs their free votes, with their majority class and object.
+   front of its depth get a free-space vote (what is seen empty beats what was completed), and every voxel of
+   the map inside its view frustum counts one view;
+4. match each of the frame's object instances to the scene's objects by 3D overlap (more of it when the frame
+   gives another class: a cabinet one frame calls a dresser), or start a new object; vote for that object in
+   its voxels and for the frame's class in the object.
+`result()` keeps the voxels whose occupancy outweighs their free votes and whose weight reaches `min_support`
+of their views (a voxel one frame in ten completed is that frame's guess, not the scene), with their majority
+object and its majority class (majority class where no object).
 
 Memory grows with the surfaces seen (the map holds only voxels some frame predicted), not the scene's box.
 New voxels wait in a buffer merged into the sorted map every `flush_every` frames (one sort per batch, not per
-frame); free-space votes read the merged map, a few frames behind at most.
+frame; sooner while the walk-through is short); views and free-space votes read the merged map, a few frames
+behind at most.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ class SceneObject:
     keys: np.ndarray              # sorted world voxel keys seen as this object so far
     frames: list = field(default_factory=list)
     score: float = 0.0
+    class_votes: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES))  # voxels per class, all frames
 
 
 @dataclass
@@ -74,15 +80,20 @@ class FusedScene:
 
 class SceneFusion:
     def __init__(self, voxel_size: float = 0.03, surface_band: float = 2.0, match_overlap: float = 0.2,
+                 match_overlap_other_class: float = 0.5, min_support: float = 0.3, depth_range: tuple = (0.4, 6.0),
                  flush_every: int = 16):
         self.voxel_size, self.flush_every = voxel_size, flush_every
+        self.min_support = min_support            # weight per view a kept voxel needs (1: every view saw it)
+        self.depth_range = depth_range            # what a frame's 3D stage covers, metres
         self._buffer: list[tuple] = []           # (keys, weights, classes) of frames not merged yet
         self.surface_band = surface_band          # voxels from the lifted depth that count as seen
         self.match_overlap = match_overlap        # share of the smaller object both must cover to be one
+        self.match_overlap_other_class = match_overlap_other_class
         self.keys = np.zeros(0, np.int64)         # sorted
         self._centres = np.zeros((0, 3))          # world centres of self.keys
         self.hit = np.zeros(0, np.float32)
         self.free = np.zeros(0, np.float32)
+        self.views = np.zeros(0, np.float32)
         self.votes = np.zeros((0, NUM_CLASSES), np.float32)
         self.objects: list[SceneObject] = []
         self._object_votes: list[tuple] = []      # (keys, object ids, weights), summed per (key, object) now and then
@@ -94,20 +105,21 @@ class SceneFusion:
         world = frame.points @ frame.camera_to_world[:3, :3].T + frame.camera_to_world[:3, 3]
         keys = pack(np.floor(world / self.voxel_size))
         weight = (frame.probability * np.where(self._seen(frame), 1.0, 0.5)).astype(np.float32)
-        self._free_space(frame)
+        self._views_and_free_space(frame)
         self._buffer.append((keys, weight, frame.semantic.astype(np.int64)))
-        if len(self._buffer) >= self.flush_every:
+        if len(self._buffer) >= min(self.flush_every, 1 + len(self.trajectory) // 4):  # early frames merge soon
             self._flush()
         self._associate(frame, keys, weight)
         self.trajectory.append(frame.camera_to_world[:3, 3].copy())
 
     def _seen(self, frame: FrameObservation) -> np.ndarray:
         """V bool: the voxel lies within the surface band of the depth at its pixel."""
-        z, lifted = frame.points[:, 2], self._depth_at(frame, frame.points)
+        z, lifted = frame.points[:, 2], self._depth_at(frame, frame.points)[0]
         return (lifted > 0) & (np.abs(z - lifted) <= self.surface_band * self.voxel_size)
 
     @staticmethod
-    def _depth_at(frame: FrameObservation, points: np.ndarray) -> np.ndarray:
+    def _depth_at(frame: FrameObservation, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's depth at each point's pixel (0: no depth there) and whether the pixel is in the image."""
         z = np.maximum(points[:, 2], 1e-6)
         u = np.round(points[:, 0] / z * frame.fx + frame.cx).astype(np.int64)
         v = np.round(points[:, 1] / z * frame.fy + frame.cy).astype(np.int64)
@@ -115,16 +127,17 @@ class SceneFusion:
         inside = (points[:, 2] > 0) & (u >= 0) & (v >= 0) & (u < w) & (v < h)
         out = np.zeros(len(points), np.float32)
         out[inside] = frame.depth[v[inside], u[inside]]
-        return out
+        return out, inside
 
-    def _free_space(self, frame: FrameObservation) -> None:
-        """Map voxels this frame sees clearly in front of its depth get a free vote."""
+    def _views_and_free_space(self, frame: FrameObservation) -> None:
+        """Map voxels inside this frame's view frustum count a view; those it sees clearly in front of its depth
+        get a free vote."""
         if not len(self.keys):
             return
-        centres = self._centres
         world_to_camera = np.linalg.inv(frame.camera_to_world)
-        points = centres @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
-        lifted = self._depth_at(frame, points)
+        points = self._centres @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+        lifted, inside = self._depth_at(frame, points)
+        self.views += inside & (points[:, 2] >= self.depth_range[0]) & (points[:, 2] <= self.depth_range[1])
         self.free += (lifted > 0) & (points[:, 2] < lifted - self.surface_band * self.voxel_size)
 
     def _flush(self) -> None:
@@ -140,6 +153,7 @@ class SceneFusion:
         n = len(merged)
         hit = np.bincount(old, self.hit, n) + np.bincount(new, weight, n)
         free = np.bincount(old, self.free, n)
+        self.views = np.bincount(old, self.views, n).astype(np.float32)
         votes = np.zeros((n, NUM_CLASSES), np.float64)
         votes[old] = self.votes
         votes += np.bincount(new * NUM_CLASSES + classes, weight, n * NUM_CLASSES).reshape(n, NUM_CLASSES)
@@ -158,6 +172,8 @@ class SceneFusion:
                 self.objects.append(target)
             else:
                 target.keys = np.union1d(target.keys, mine)
+            target.class_votes += np.bincount(frame.semantic[sel], minlength=NUM_CLASSES)
+            target.class_id = int(target.class_votes.argmax())
             target.frames.append(frame.name)
             self._object_votes.append((keys[sel], np.full(sel.sum(), target.object_id, np.int64),
                                        weight[sel].astype(np.float64)))
@@ -175,15 +191,14 @@ class SceneFusion:
         return pairs[:, 0], pairs[:, 1], np.bincount(inverse.ravel(), weights=w)
 
     def _match(self, mine: np.ndarray, cls: int) -> SceneObject | None:
-        """The scene object of this class sharing the largest share of the smaller one's voxels (within one voxel),
-        if that share reaches match_overlap."""
+        """The scene object sharing the largest share of the smaller one's voxels (within one voxel), if that share
+        reaches match_overlap (same class) or match_overlap_other_class (frames disagree on the class)."""
         grown = np.unique(pack((unpack(mine)[:, None, :] + _NEIGHBOURS[None]).reshape(-1, 3)))
-        best, best_share = None, self.match_overlap
+        best, best_share = None, 0.0
         for obj in self.objects:
-            if obj.class_id != cls:
-                continue
             share = len(np.intersect1d(obj.keys, grown, assume_unique=True)) / min(len(obj.keys), len(mine))
-            if share >= best_share:
+            if share >= (self.match_overlap if obj.class_id == cls else self.match_overlap_other_class) \
+                    and share > best_share:
                 best, best_share = obj, share
         return best
 
@@ -191,7 +206,7 @@ class SceneFusion:
     def result(self, min_weight: float = 0.5) -> FusedScene:
         self._flush()
         occupancy = self.hit / np.maximum(self.hit + self.free, 1e-6)
-        keep = (occupancy > 0.5) & (self.hit >= min_weight)
+        keep = (occupancy > 0.5) & (self.hit >= min_weight) & (self.hit >= self.min_support * self.views)
         votes = self.votes[keep].copy()
         votes[:, 0] = -1                                               # occupied voxels are never void
         semantic = votes.argmax(1)
@@ -205,6 +220,11 @@ class SceneFusion:
             pos = np.searchsorted(best_key, kept_keys).clip(max=len(best_key) - 1)
             found = best_key[pos] == kept_keys
             instance[found] = best_obj[pos[found]]
+        if self.objects:  # an object's voxels take its class: one chair is not part chair, part sofa
+            class_of = np.zeros(len(self.objects) + 1, np.int64)
+            for o in self.objects:
+                class_of[o.object_id] = o.class_id
+            semantic = np.where(instance > 0, class_of[instance], semantic)
         instance[~IS_THING[semantic]] = 0
         present = set(np.unique(instance[instance > 0]).tolist())
         objects = [o for o in self.objects if o.object_id in present]
