@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast schemas example-data docker-image bench-synth clean
+.PHONY: setup demo test test-fast schemas example-data docker-image bench-synth clean viewer
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: setup
 	$(BIN)/python runners/tao_run_action.py --skill skills/tao-train-nvpanoptix3d --action inference \
 		--inference-dataset examples/front3d_tiny --backend local --jobs-dir jobs
 	@echo "outputs: jobs/<job id>/results/predictions/ (volume .npz, meshes .ply, objects JSON, previews)"
+	@job=$$(ls -td jobs/*/ | head -1); \
+		echo "scene page: $$(ls $${job}results/predictions/*_scene.html | head -1)"; \
+		echo "report: $${job}results/report.html"
+
+# the scene page's script: three.js (pinned in package-lock.json) and scene.js bundled into one file we ship
+viewer:
+	cd nvpanoptix3d/viewer/web && npm ci --no-audit --no-fund && npm run build
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -271,7 +271,7 @@ class InferenceConfig:
                                       "unknown, taken as the model's own 60 degrees.", minimum=0.0, maximum=170.0)
     mode: str = param("panoptic", "Output labels.", options=["panoptic", "instance", "semantic"])
     save_mesh: bool = param(True, "Write a .ply mesh per image.")
-    save_previews: bool = param(True, "Write PNG previews per image.")
+    save_previews: bool = param(True, "Write a PNG preview and a 3D scene page (HTML) per image.")
 
 
 @dataclass

@@ -42,7 +42,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     inference = _run(capsys, "--action", "inference", "--inference-dataset", str(EXAMPLE), "--parent-job-id",
                      train["job_id"], *common, *_overrides(spec_keys))
     manifest = json.loads((store.results_dir(inference["job_id"]) / "predictions" / "manifest.json").read_text())
-    assert len(manifest) == 1 and {"volume", "objects", "preview"} <= set(manifest[0])
+    assert len(manifest) == 1 and {"volume", "objects", "preview", "page"} <= set(manifest[0])
     export = _run(capsys, "--action", "export", "--parent-job-id", train["job_id"], *common,
                   *_overrides(spec_keys + ["export.max_voxels=4000"]))
     results = store.results_dir(export["job_id"])

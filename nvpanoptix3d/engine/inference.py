@@ -24,6 +24,7 @@ from ..inputs.images import fit_to_model, list_images, read_photo
 from ..inputs.posed import PosedFolder, detect_format, read_posed_folder
 from ..model.network import get_grid
 from ..model.postprocess import panoptic_2d, panoptic_3d
+from ..viewer.page import PageCamera
 from .outputs import write_outputs
 from .predictor import device_for, load_for_action
 from .status import StatusWriter
@@ -65,7 +66,7 @@ def run_inference(cfg: ExperimentConfig) -> dict:
         pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode) if out.out3d is not None else None
         name = path.stem
         written = write_outputs(out_dir, name, rgb, pan2d, pan3d, grid, cfg.inference.save_mesh,
-                                cfg.inference.save_previews)
+                                cfg.inference.save_previews, cfg.inference.save_previews)
         manifest.append({"image": path.name, **written, "input_size": list(fitted.original_size),
                          "scale_to_model": round(fitted.scale, 6), "offset_in_model": list(fitted.offset),
                          "occupied_voxels": int(len(pan3d.index)) if pan3d is not None else 0})
@@ -104,7 +105,8 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     status.write("start", action="inference", images=len(folder.frames), posed_folder=folder.format,
                  depth_source=source, mode=cfg.inference.mode)
     out_dir = Path(cfg.results_dir) / "predictions"
-    fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size)
+    fusion = SceneFusion(voxel_size=mcfg.model.frustum3d.voxel_size,
+                         depth_range=(mcfg.dataset.depth_min, mcfg.dataset.depth_max))
     manifest, fusion_s, started = [], 0.0, time.perf_counter()
 
     def in_model_camera(frame) -> torch.Tensor:
@@ -125,8 +127,8 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
             depth = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
             sensor = torch.from_numpy(depth)[None].to(device)
         elif source == "multiview":
-            sensor = plane_sweep(frames_rgb, poses, index, k, mcfg.dataset.depth_min,
-                                 mcfg.dataset.depth_max).depth[None].to(device)
+            sensor = plane_sweep(frames_rgb, poses, index, k, mcfg.dataset.depth_min, mcfg.dataset.depth_max,
+                                 device=device).depth[None]
         every = torch.ones(1, dtype=torch.bool)
         align = source == "multiview"
         out = module.model(image, gt_depth=sensor, teacher=every if sensor is not None else None, align_fill=align)
@@ -148,7 +150,8 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     scene = fusion.result()
     fusion_s += time.perf_counter() - tick
     total_s = time.perf_counter() - started
-    scene_files = write_scene(out_dir / "scene", scene)
+    cameras = [PageCamera(f.camera_to_world, k.fx, k.fy, k.cx, k.cy, k.width, k.height) for f in folder.frames]
+    scene_files = write_scene(out_dir / "scene", scene, cameras)
     fileio.write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     summary = {"frames": len(folder.frames), "posed_folder": folder.format, "depth_source": source,
                "scene_voxels": int(len(scene.coords)), "scene_objects": len(scene.objects),

@@ -11,6 +11,7 @@ from .. import fileio
 from ..geometry import FrustumGrid
 from ..labels import COLORS, NAMES, NUM_CLASSES
 from ..model.postprocess import Panoptic2D, Panoptic3D
+from ..viewer.page import PageCamera, write_scene_page
 
 _FACES = [  # direction, the 4 corners (as 0/1 offsets) of the face on that side, counter-clockwise seen from outside
     ((-1, 0, 0), [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0)]),
@@ -96,7 +97,7 @@ def objects(pan: Panoptic3D, grid: FrustumGrid) -> list[dict]:
 
 
 def write_outputs(out_dir: Path, name: str, image: np.ndarray, pan2d: Panoptic2D, pan3d: Panoptic3D | None,
-                  grid: FrustumGrid, save_mesh: bool, save_previews: bool) -> dict:
+                  grid: FrustumGrid, save_mesh: bool, save_previews: bool, save_page: bool = False) -> dict:
     written = {}
     palette = np.array(COLORS, np.uint8)
     if pan3d is not None:
@@ -124,6 +125,14 @@ def write_outputs(out_dir: Path, name: str, image: np.ndarray, pan2d: Panoptic2D
             panels.append(_top_down(pan3d, image.shape[:2], palette))
         fileio.save_png(out_dir / f"{name}_preview.png", np.concatenate(panels, 1))
         written["preview"] = f"{name}_preview.png"
+    if save_page and pan3d is not None:
+        centres = grid.grid_to_camera(pan3d.index).cpu().numpy()
+        k = grid.intrinsics
+        camera = PageCamera(np.eye(4), k.fx, k.fy, k.cx, k.cy, k.width, k.height)
+        write_scene_page(out_dir / f"{name}_scene.html", np.round(centres / grid.voxel_size - 0.5),
+                         grid.voxel_size, pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(), [camera],
+                         f"{name}: 3D panoptic prediction (camera frame)")
+        written["page"] = f"{name}_scene.html"
     return written
 
 

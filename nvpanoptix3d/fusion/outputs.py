@@ -1,5 +1,5 @@
 """A fused scene on disk: sparse volume (.npz), mesh with per-vertex class and object (.ply), objects JSON and a
-top-down picture with the camera path, all in the posed folder's world frame, metres."""
+top-down picture with the camera path and a 3D scene page (HTML), all in the posed folder's world frame, metres."""
 from __future__ import annotations
 
 import json
@@ -11,15 +11,20 @@ from PIL import Image, ImageDraw
 from .. import fileio
 from ..engine.outputs import instance_colors, voxel_faces, write_ply
 from ..labels import CEILING, COLORS, NAMES
+from ..viewer.page import PageCamera, write_scene_page
 from .scene import FusedScene
 
 PIXELS_PER_METRE = 50
 
 
-def write_scene(out_dir: Path, scene: FusedScene) -> dict:
+MAX_FRUSTA = 200   # cameras drawn on the page: every n-th frame of a long walk-through
+
+
+def write_scene(out_dir: Path, scene: FusedScene, cameras: list[PageCamera]) -> dict:
+    """cameras: the frames' cameras (model intrinsics, world poses), drawn as frusta on the scene page."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"volume": "scene.npz", "mesh": "scene.ply", "objects": "scene_objects.json",
-               "top_down": "scene_top_down.png"}
+               "top_down": "scene_top_down.png", "page": "scene.html"}
     fileio.save_npz(out_dir / written["volume"], coords=scene.coords.astype(np.int32),
                     origin=np.zeros(3, np.float32), voxel_size=np.float32(scene.voxel_size),
                     occupancy=scene.occupancy.astype(np.float32), semantic=scene.semantic.astype(np.uint8),
@@ -31,6 +36,9 @@ def write_scene(out_dir: Path, scene: FusedScene) -> dict:
               frame="world frame of the posed folder")
     fileio.write_bytes(out_dir / written["objects"], (json.dumps(scene_objects(scene), indent=1) + "\n").encode())
     fileio.save_png(out_dir / written["top_down"], top_down(scene))
+    step = max(1, -(-len(cameras) // MAX_FRUSTA))
+    write_scene_page(out_dir / written["page"], scene.coords, scene.voxel_size, scene.semantic, scene.instance,
+                     cameras[::step], f"fused scene: {len(cameras)} frames, {len(scene.objects)} objects")
     return written
 
 

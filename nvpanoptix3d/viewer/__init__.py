@@ -1,0 +1,1 @@
+"""Scene pages: what an inference job reconstructed, drawn in a browser."""
