@@ -50,7 +50,7 @@ def add_sensor_noise(scene_dir: Path, rng: np.random.Generator) -> None:
         fileio.save_png(path, np.clip(np.round(noisy * 1000), 0, 65535).astype(np.uint16))
 
 
-def run(scene_dir: Path, results: Path, depth: str, device: str) -> dict:
+def run(scene_dir: Path, results: Path, depth: str) -> dict:
     spec = apply_overrides({}, [f"results_dir={results}", f"inference.images_dir={scene_dir}",
                                 f"inference.checkpoint={WEIGHTS}", "inference.save_mesh=false",
                                 "inference.save_previews=false",
@@ -73,15 +73,38 @@ def run(scene_dir: Path, results: Path, depth: str, device: str) -> dict:
             "network_fps": summary["frames"] / max(network_s, 1e-9)}
 
 
+def summarise(rows: list[dict], depth: str, frames: int, peak_gb: float) -> str:
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return (f"mean depth={depth} scenes={len(rows)} frames={frames} fscore={mean['fscore']:.4f} "
+            f"target={TARGETS['fscore']} ratio={mean['fscore'] / TARGETS['fscore']:.2f} prq={mean['prq']:.4f} "
+            f"target={TARGETS['prq']} ratio={mean['prq'] / TARGETS['prq']:.2f} rsq={mean['rsq']:.4f} "
+            f"rrq={mean['rrq']:.4f} ids_per_object={mean['ids_per_object']:.3f} (target <= 1.2) "
+            f"accuracy_m={mean['accuracy_m']:.4f} completeness_m={mean['completeness_m']:.4f} "
+            f"fusion_fps={mean['fusion_fps']:.1f} network_fps={mean['network_fps']:.2f} peak_rss_gb={peak_gb:.2f}")
+
+
+def row_line(i: int, depth: str, row: dict) -> str:
+    return f"scene={i} depth={depth} " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in row.items())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, default=2)
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--depth", choices=["sensor", "noisy", "multiview", "predicted"], default="sensor")
     p.add_argument("--seed", type=int, default=7000)
-    p.add_argument("--device", default="cpu", help="informational: the engine takes the GPU when there is one")
     p.add_argument("--json", help="also write the rows and means to this file")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="print the rows and means of runs written with --json (scenes run as separate processes)")
     a = p.parse_args()
+    if a.merge:
+        runs = [json.loads(Path(f).read_text()) for f in a.merge]
+        rows = [r for run in runs for r in run["rows"]]
+        for i, row in enumerate(rows):
+            print(row_line(i, runs[0]["depth"], row))
+        print(summarise(rows, runs[0]["depth"], runs[0]["frames"], max(run["peak_rss_gb"] for run in runs)))
+        return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.scenes):
@@ -92,21 +115,14 @@ def main() -> int:
                 (scene_dir / "depth_true" / png.name).write_bytes(png.read_bytes())
             if a.depth == "noisy":
                 add_sensor_noise(scene_dir, np.random.default_rng(a.seed + i))
-            row = run(scene_dir, Path(tmp) / f"out{i}", a.depth, a.device)
+            row = run(scene_dir, Path(tmp) / f"out{i}", a.depth)
             rows.append(row)
-            print(f"scene={i} depth={a.depth} " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                              for k, v in row.items()), flush=True)
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            print(row_line(i, a.depth, row), flush=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    line = (f"mean depth={a.depth} scenes={a.scenes} frames={a.frames} fscore={mean['fscore']:.4f} "
-            f"target={TARGETS['fscore']} ratio={mean['fscore'] / TARGETS['fscore']:.2f} prq={mean['prq']:.4f} "
-            f"target={TARGETS['prq']} ratio={mean['prq'] / TARGETS['prq']:.2f} rsq={mean['rsq']:.4f} "
-            f"rrq={mean['rrq']:.4f} ids_per_object={mean['ids_per_object']:.3f} (target <= 1.2) "
-            f"accuracy_m={mean['accuracy_m']:.4f} completeness_m={mean['completeness_m']:.4f} "
-            f"fusion_fps={mean['fusion_fps']:.1f} network_fps={mean['network_fps']:.2f} peak_rss_gb={peak_gb:.2f}")
-    print(line)
+    print(summarise(rows, a.depth, a.frames, peak_gb))
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "mean": mean, "peak_rss_gb": peak_gb}, indent=1) + "\n")
+        Path(a.json).write_text(json.dumps({"depth": a.depth, "frames": a.frames, "rows": rows,
+                                            "peak_rss_gb": peak_gb}, indent=1) + "\n")
     return 0
 
 

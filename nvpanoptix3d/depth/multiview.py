@@ -85,10 +85,12 @@ COSTS = ("ncc", "census")
 
 def plane_sweep(images: list[torch.Tensor], poses: list[np.ndarray], ref: int, k: Intrinsics,
                 depth_min: float = 0.4, depth_max: float = 6.0, planes: int = 64, window: int = 5,
-                min_confidence: float = 0.5, cost_kind: str = "ncc") -> MultiViewDepth:
-    """images: 3 x H x W (float in [0, 1] or uint8), all in camera k; poses: camera-to-world (OpenCV)."""
+                min_confidence: float = 0.5, cost_kind: str = "ncc",
+                device: torch.device | None = None) -> MultiViewDepth:
+    """images: 3 x H x W (float in [0, 1] or uint8), all in camera k; poses: camera-to-world (OpenCV).
+    device: where the sweep runs (default: where the reference image is); images move there one at a time."""
     sources = pick_sources(poses, ref)
-    device = images[ref].device
+    device = device or images[ref].device
     h, w = k.height, k.width
     if not sources:
         zero = torch.zeros(h, w, device=device)
