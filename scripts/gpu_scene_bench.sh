@@ -11,11 +11,13 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # the plane sweep alone: 320 x 240, 4 sources, 64 planes
 python bench/multiview_depth.py --scenes 3 --frames 16 --refs 4 2>&1 | grep -v "it/s\|frame/s" | tee "$OUT/bench_multiview_gpu.txt"
-for mode in $MODES; do
+for mode in $MODES; do   # every (mode, walk-through) at once: one CPU core each
   for i in $(seq 0 $((SCENES - 1))); do
     python bench/scene_fusion.py --scenes 1 --frames "$FRAMES" --depth "$mode" --seed $((7000 + i)) \
       --json "$OUT/runs/${mode}_$i.json" > "$OUT/runs/${mode}_$i.log" 2>&1 &
   done
-  wait
+done
+wait
+for mode in $MODES; do
   python bench/scene_fusion.py --merge "$OUT"/runs/${mode}_*.json | tee "$OUT/bench_scene_$mode.txt"
 done
