@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast schemas example-data docker-image bench-synth clean viewer
+.PHONY: setup demo test test-fast schemas example-data docker-image bench-synth clean viewer skill-bundle
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: setup
 	@job=$$(ls -td jobs/*/ | head -1); \
 		echo "scene page: $$(ls $${job}results/predictions/*_scene.html | head -1)"; \
 		echo "report: $${job}results/report.html"
+
+# our skill in the public TAO skill bank's folder layout (schemas, references, evals inside), under dist/skills/
+skill-bundle: setup
+	rm -rf dist/skills/tao-train-nvpanoptix3d
+	$(BIN)/python -m tao_skill_bank.tao_layout skills/tao-train-nvpanoptix3d dist/skills
 
 # the scene page's script: three.js (pinned in package-lock.json) and scene.js bundled into one file we ship
 viewer:

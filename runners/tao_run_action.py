@@ -127,10 +127,12 @@ def run(args) -> int:
                             overrides_from_args(args.override), args.parent_job_id, args.backend,
                             backend_options(args), args.ptm, args.ptm_sha256, args.job_id)
     prepared = prepare(request, store, dry_run=args.dry_run)
+    for note in prepared.skill.notes:   # what the skill's files say that the SDK does not check or fill in
+        print(f"[skill] {note}", file=sys.stderr)
     if args.dry_run:
         import yaml
         result = {"dry_run": True, "job_id": prepared.job_id, "command": prepared.command,
-                  "backend": prepared.backend, "spec": prepared.spec}
+                  "backend": prepared.backend, "spec": prepared.spec, "notes": prepared.skill.notes}
         print(json.dumps(result, indent=2) if args.json else
               yaml.safe_dump(prepared.spec, sort_keys=False) + "\ncommand: " + prepared.describe())
         return 0

@@ -85,10 +85,11 @@ class SearchSpace:
             elif node["type"] == "boolean":
                 params.append(Parameter(key, "bool", depends_on=dep))
             elif node["type"] in ("integer", "number"):
-                low, high = node.get("minimum"), node.get("maximum")
-                if low is None or high is None:
-                    raise SkillBankError(f"{key}: the schema gives no bounds; it cannot be searched")
-                default = node["default"]
+                low, high = node.get("minimum", -math.inf), node.get("maximum", math.inf)
+                default = node.get("default")
+                if (math.isinf(low) or math.isinf(high)) and not (isinstance(default, (int, float)) and default > 0):
+                    raise SkillBankError(f"{key}: the schema gives no bounds and no positive default; it cannot "
+                                         "be searched (add minimum and maximum, or leave it out of --params)")
                 # search around the default: a decade each way for positive floats, within the bounds
                 if node["type"] == "number" and default and default > 0:
                     low, high = max(low, default / 10), min(high, default * 10)

@@ -98,12 +98,23 @@ def localize(root: str) -> Path:
     return path
 
 
+def _allowed_values(schema: dict, dotted: str) -> list:
+    node = schema
+    for part in dotted.split("."):
+        node = node.get("properties", {}).get(part, {})
+    return node.get("enum", [])
+
+
 def data_overrides(skill: Skill, action: str, roots: DatasetRoots, fetch: bool = True) -> dict[str, str]:
     """One override per row of the skill's requirement table, each checked to exist. fetch=False (a dry run)
     never touches the network: s3:// roots stay URLs, unchecked."""
     overrides: dict[str, str] = {}
     local: dict[str, Path] = {}
+    schema = skill.load_schema(action) if skill.requirements_for(action) else {}
     for req in skill.requirements_for(action):
+        if req.relative_path in _allowed_values(schema, req.spec_key):
+            overrides[req.spec_key] = req.relative_path
+            continue
         root = roots.root_for(req.source)
         if root is None:
             flag = "--" + req.source.replace("_datasets", "_dataset").replace("_", "-")

@@ -82,6 +82,7 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
         overrides.update(infer_spec_params(skill, request.action, ctx, user_keys))
     overrides.update(request.overrides)
     spec = resolve_spec(skill, request.action, overrides, base=stored)
+    _check_inputs(skill, request.action, spec)
     results_dir = str(store.results_dir(job_id).resolve())
     spec["results_dir"] = results_dir
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
@@ -101,6 +102,20 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     get_backend(request.backend, **options).check()
     return PreparedJob(job_id, request.action, skill, spec, command, request.backend, options,
                        request.parent_job_id)
+
+
+def _check_inputs(skill: Skill, action: str, spec: dict) -> None:
+    """An action without dataset rows in SKILL.md (a TAO-layout skill) still needs the files its skill_info.yaml
+    lists as inputs: each one not optional must be set."""
+    if skill.requirements_for(action):
+        return
+    missing = [(key, (entry or {}).get("type", "path")) for key, entry in skill.inputs.get(action, {}).items()
+               if not (entry or {}).get("optional") and not get_dotted(spec, key, "")]
+    if missing:
+        key, kind = missing[0]
+        more = f" (and {len(missing) - 1} more: {', '.join(k for k, _ in missing[1:])})" if len(missing) > 1 else ""
+        raise SkillBankError(f"spec key {key}: the {action} action reads this {kind} and it is not set{more}; "
+                             f"give it with --override {key}=PATH")
 
 
 def _stored_spec(store: JobStore, request: ActionRequest) -> dict | None:

@@ -10,16 +10,19 @@ from pathlib import Path
 import yaml
 
 from .errors import SkillBankError
+from .safe_yaml import clip as safe_clip
+from .tao_layout import json_schema
 
 SOURCES = ("train_datasets", "eval_dataset", "inference_dataset")
 INFERENCE_FUNCTIONS = ("parent_model", "parent_model_or_ptm", "ptm", "resume_model", "output_dir", "key",
-                       "create_onnx_file_2d", "create_onnx_file_3d")
+                       "create_onnx_file", "create_engine_file", "create_onnx_file_2d", "create_onnx_file_3d")
 
 
 @dataclass(frozen=True)
 class DataRequirement:
     """A row of the requirements table. Its Files cell may list alternatives ("images.tar.gz or ."; the first
-    that exists wins) and end in "(optional)" (none there: the key keeps the spec's default)."""
+    that exists wins) and end in "(optional)" (none there: the key keeps the spec's default); a cell that is one
+    of the key's allowed values (TAO's "coco_panoptic" for dataset.*.type) is that value, not a file."""
     action: str
     spec_key: str
     source: str
@@ -52,6 +55,8 @@ class Skill:
     error_patterns: dict[str, str]
     schemas_dir: Path = field(default=None)
     references_dir: Path = field(default=None)
+    inputs: dict[str, dict] = field(default_factory=dict)   # action -> {spec key: {type, optional}} (skill_info)
+    notes: list[str] = field(default_factory=list)          # what the loader read but does not check
 
     @property
     def name(self) -> str:
@@ -76,11 +81,17 @@ class Skill:
         return self.references_dir / f"spec_template_{action}.yaml"
 
     def load_schema(self, action: str) -> dict:
+        """The action's schema as JSON Schema (a TAO-layout schema converted; keywords left unchecked are
+        noted once in `notes`)."""
         self.require_action(action)
         path = self.schema_path(action)
         if not path.is_file():
             raise SkillBankError(f"{path}: schema missing; run `make schemas` to generate it")
-        return json.loads(path.read_text())
+        schema, unknown = json_schema(json.loads(path.read_text()))
+        note = f"{path.name}: not checked: {', '.join(unknown)}" if unknown else ""
+        if note and note not in self.notes:
+            self.notes.append(note)
+        return schema
 
     def load_template(self, action: str) -> dict:
         path = self.template_path(action)
@@ -129,25 +140,40 @@ def load_skill(directory: str | Path) -> Skill:
         raise SkillBankError(f"{path}: front matter (--- yaml ---) missing")
     front = yaml.safe_load(match.group(1))
     body = match.group(2)
-    for key in ("name", "description", "license", "compatibility", "version", "tags"):
+    for key in ("name", "description", "license", "compatibility", "tags"):
         if key not in front:
             raise SkillBankError(f"{path}: front matter lacks {key!r}")
+    front.setdefault("version", (front.get("metadata") or {}).get("version"))   # TAO's layout: metadata.version
+    if not front["version"]:
+        raise SkillBankError(f"{path}: front matter lacks 'version' (or 'metadata: version:')")
     sections = _sections(body)
     skill = Skill(
         directory=directory, front_matter=front, markdown=body,
         actions={r["Action"]: r["Command"].strip("`") for r in _table(sections, "Actions", required=False)},
         data_requirements=[_requirement(r, path) for r in _table(sections, "Per-Action Dataset Requirements",
                                                                  required=False)],
-        spec_params=[_spec_param(r, path) for r in _table(sections, "Spec Param / Parent Model Inference",
-                                                          required=False)],
+        spec_params=[],
         typical_overrides=_override_blocks(sections.get("Typical Spec Overrides", ""), path),
         shorthand_keys={r["Shorthand"]: r["Spec Key"] for r in _table(sections, "Shorthand Keys", required=False)},
         important_parameters=_table(sections, "Important Parameters", required=False),
         multi_gpu=_table(sections, "Multi-GPU / Multi-Node", required=False),
         error_patterns={r["Error"]: r["Fix"] for r in _table(sections, "Error Patterns", required=False)},
     )
+    for row in _table(sections, "Spec Param / Parent Model Inference", required=False):
+        function = row["Inference Function"].strip("`")
+        if function in INFERENCE_FUNCTIONS:
+            skill.spec_params.append(SpecParam(row["Action"], row["Spec Field"].strip("`"), function, row["Meaning"]))
+        else:   # e.g. TAO's download descriptors: the user gives that key
+            skill.notes.append(f"SKILL.md: {row['Action']} {row['Spec Field']}: inference function "
+                               f"{safe_clip(function)} is not one the SDK knows; that key is not filled in")
     skill.schemas_dir = (directory / front.get("schemas", "schemas")).resolve()
     skill.references_dir = (directory / front.get("references", "references")).resolve()
+    info_path = skill.references_dir / "skill_info.yaml"
+    info = (yaml.safe_load(info_path.read_text()) or {}) if info_path.is_file() else {}
+    for action, entry in (info.get("actions") or {}).items():   # TAO's layout: actions live in skill_info.yaml
+        if isinstance(entry, dict):
+            skill.actions.setdefault(action, entry.get("command", ""))
+            skill.inputs[action] = entry.get("inputs") or {}
     return skill
 
 
@@ -176,16 +202,12 @@ def _requirement(row: dict, path: Path) -> DataRequirement:
         raise SkillBankError(f"{path}: dataset source {row['Source']!r} for {row['Spec Key']} is not one of {SOURCES}")
     files = row["Files"].strip()
     optional = files.endswith("(optional)")
-    alternatives = tuple(a.strip() for a in files.removesuffix("(optional)").split(" or ") if a.strip())
+    files = files.removesuffix("(optional)")
+    if ";" in files:   # TAO's per-format files, "coco_panoptic: a.json; *: b.json": whichever is there
+        files = " or ".join(part.split(":", 1)[-1] for part in files.split(";"))
+    alternatives = tuple(a.strip() for a in files.split(" or ") if a.strip())
     return DataRequirement(row["Action"], row["Spec Key"], row["Source"], alternatives[0], row["List?"] == "Yes",
                            alternatives, optional)
-
-
-def _spec_param(row: dict, path: Path) -> SpecParam:
-    fn = row["Inference Function"].strip("`")
-    if fn not in INFERENCE_FUNCTIONS:
-        raise SkillBankError(f"{path}: inference function {fn!r} for {row['Spec Field']} is unknown")
-    return SpecParam(row["Action"], row["Spec Field"].strip("`"), fn, row["Meaning"])
 
 
 def _override_blocks(text: str, path: Path) -> dict[str, dict]:

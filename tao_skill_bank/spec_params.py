@@ -141,6 +141,8 @@ FUNCTIONS: dict[str, Callable[[InferenceContext], str]] = {
     "resume_model": _resume_model,
     "output_dir": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve()),
     "key": lambda ctx: os.environ.get("TAO_ENCRYPTION_KEY", ""),
+    "create_onnx_file": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "model.onnx"),
+    "create_engine_file": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "model.engine"),
     "create_onnx_file_2d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "nvpanoptix3d_2d.onnx"),
     "create_onnx_file_3d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "nvpanoptix3d_3d.onnx"),
 }
