@@ -39,6 +39,12 @@ def write_report(store: JobStore, job_id: str, record=None) -> Path:
     summary = _read_json(results / "summary.json")
     if summary and "trials" in summary:
         parts.append("<h2>Trials</h2>" + _trials(summary))
+    pages = sorted((results / "predictions").glob("**/*.html")) if (results / "predictions").is_dir() else []
+    if pages:   # the scene pages an inference job wrote, relative links: the results dir moves as one
+        links = "".join(f"<li><a href='{_e(p.relative_to(results).as_posix())}'>{_e(p.relative_to(results))}</a></li>"
+                        for p in pages[:200])
+        more = f"<p>and {len(pages) - 200} more in predictions/</p>" if len(pages) > 200 else ""
+        parts.append(f"<h2>Scene pages</h2><ul>{links}</ul>{more}")
     if events:
         parts.append("<h2>Status timeline</h2>" + _timeline(events))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(job_id)}</title><style>{STYLE}</style>"

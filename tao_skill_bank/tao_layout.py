@@ -28,7 +28,7 @@ JSON_TO_TAO = {"boolean": "bool", "integer": "int", "number": "float", "string":
                "object": "collection"}
 # what the SDK reads besides JSON Schema's own keywords (AutoML, the rules, annotations)
 SDK_KEYWORDS = {"automl_enabled", "automl_default_parameters", "automl_disabled_parameters", "popular",
-                "x_rules", "x_tao_type", "x_tao_schema", "math_cond"}
+                "x_rules", "x_tao_type", "x_tao_schema", "math_cond", "option_weights", "depends_on"}
 JSON_KEYWORDS = {"$schema", "title", "description", "type", "properties", "additionalProperties", "required",
                  "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
                  "pattern", "items", "minItems", "maxItems", "anyOf", "oneOf", "const", "format"}

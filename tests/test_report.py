@@ -69,3 +69,14 @@ def test_an_automl_report_marks_pruned_trials_and_the_best(tmp_path):
     assert "<h2>Trials</h2>" in dom and 'class="best"' in dom and 'class="pruned"' in dom
     assert len(re.findall(r"<circle class=\"(?:best|pruned)\"", dom)) == 2   # scored trials only
     assert "best: trial 1" in dom
+
+
+def test_an_inference_report_links_its_scene_pages(tmp_path):
+    store = _job(tmp_path, "inference-1")
+    predictions = store.results_dir("inference-1") / "predictions"
+    (predictions / "scene").mkdir(parents=True)
+    (predictions / "scene" / "scene.html").write_text("<html></html>")
+    (predictions / "frame_0001_scene.html").write_text("<html></html>")
+    dom = _rendered(write_report(store, "inference-1"))
+    assert "<h2>Scene pages</h2>" in dom
+    assert 'href="predictions/frame_0001_scene.html"' in dom and 'href="predictions/scene/scene.html"' in dom

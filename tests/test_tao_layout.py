@@ -125,6 +125,7 @@ def test_our_skill_exported_in_the_tao_layout_reads_back_the_same(capsys, tmp_pa
         assert resolve_spec(theirs, action, {}) == resolve_spec(ours, action, {})
         assert theirs.load_schema(action) == ours.load_schema(action)
     assert theirs.pretrained_model() == ours.pretrained_model()
+    assert ours.notes == [] and theirs.notes == []          # every keyword of our schemas is one the SDK reads
     code, result, err = _runner(capsys, "--skill", str(bundle), "--action", "inference", "--dry-run",
                                 "--inference-dataset", str(EXAMPLE), "--jobs-dir", str(tmp_path / "jobs"))
     assert code == 0, err

@@ -134,7 +134,7 @@ _TEMPLATE = """<!doctype html>
 body {{ margin: 0; display: flex; height: 100vh; font: 14px system-ui, sans-serif; color: #222; }}
 #side {{ width: 260px; overflow-y: auto; padding: 10px 12px; border-right: 1px solid #ddd; background: #fff; }}
 #view {{ flex: 1; min-width: 0; height: 100%; display: block; }}
-h1 {{ font-size: 16px; margin: 4px 0 8px; word-break: break-all; }}
+h1 {{ font-size: 16px; margin: 4px 0 8px; overflow-wrap: anywhere; }}
 h2 {{ font-size: 13px; margin: 14px 0 4px; text-transform: uppercase; color: #666; }}
 ul {{ list-style: none; padding: 0; margin: 0; }}
 li {{ padding: 2px 4px; }}
