@@ -103,7 +103,11 @@ def main() -> int:
         rows = [r for run in runs for r in run["rows"]]
         for i, row in enumerate(rows):
             print(row_line(i, runs[0]["depth"], row))
-        print(summarise(rows, runs[0]["depth"], runs[0]["frames"], max(run["peak_rss_gb"] for run in runs)))
+        peak_gb = max(run["peak_rss_gb"] for run in runs)
+        print(summarise(rows, runs[0]["depth"], runs[0]["frames"], peak_gb))
+        if a.json:
+            Path(a.json).write_text(json.dumps({"depth": runs[0]["depth"], "frames": runs[0]["frames"], "rows": rows,
+                                                "peak_rss_gb": peak_gb}, indent=1) + "\n")
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
