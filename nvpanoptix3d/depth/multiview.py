@@ -109,15 +109,13 @@ def plane_sweep(images: list[torch.Tensor], poses: list[np.ndarray], ref: int, k
         rel = w2c_src @ c2w_ref                                            # reference camera -> source camera
         rotated = rel[:3, :3] @ rays                                       # 3 x HW
         src_img = _gray(images[s].to(device))
-        grids = []
-        for d in (1 / inverse):
-            p = rotated * d + rel[:3, 3:4]
-            z = p[2].clamp(min=1e-3)
-            su, sv = p[0] / z * k.fx + k.cx, p[1] / z * k.fy + k.cy
-            grids.append(torch.stack([(su + 0.5) / w * 2 - 1, (sv + 0.5) / h * 2 - 1], -1).reshape(h, w, 2))
-        warped = F.grid_sample(src_img.expand(planes, -1, -1, -1), torch.stack(grids), align_corners=False,
+        p = rotated[None] * (1 / inverse)[:, None, None] + rel[:3, 3:4][None]   # all planes at once: P x 3 x HW
+        z = p[:, 2].clamp(min=1e-3)
+        su, sv = p[:, 0] / z * k.fx + k.cx, p[:, 1] / z * k.fy + k.cy
+        grid = torch.stack([(su + 0.5) / w * 2 - 1, (sv + 0.5) / h * 2 - 1], -1).reshape(planes, h, w, 2)
+        warped = F.grid_sample(src_img.expand(planes, -1, -1, -1), grid, align_corners=False,
                                padding_mode="zeros")                       # planes x 1 x H x W
-        inside = (torch.stack(grids).abs() <= 1).all(-1)[:, None].float()
+        inside = (grid.abs() <= 1).all(-1)[:, None].float()
         one = _census_cost(warped, ref_census, window) if cost_kind == "census" else \
             _ncc_cost(warped, ref_img, ref_mean, ref_var, window)
         cost += torch.where(_box(inside, window) > 0.99, one, torch.full_like(one, 2.0))[:, 0]
