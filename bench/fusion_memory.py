@@ -64,8 +64,8 @@ def main() -> int:
                       f"objects={len(fusion.objects)} peak_rss_gb={peak_gb():.2f}", flush=True)
         tick = time.perf_counter()
         scene = fusion.result()
-        print(f"result: {len(scene.coords)} voxels, {len(scene.objects)} objects in {time.perf_counter() - tick:.1f} s; "
-              f"peak_rss_gb={peak_gb():.2f}")
+        print(f"result: {len(scene.coords)} voxels, {len(scene.objects)} objects in "
+              f"{time.perf_counter() - tick:.1f} s; peak_rss_gb={peak_gb():.2f}")
     return 0
 
 
