@@ -1,6 +1,8 @@
 """Lightning wrapper: optimisation, validation metrics and staged initialisation around the model."""
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 import torch.distributed as dist
@@ -106,6 +108,10 @@ class PanopticModule(L.LightningModule):
             if key in self.last_metrics:
                 self.log(f"val_{key}", float(self.last_metrics[key]), sync_dist=False, rank_zero_only=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The architecture travels with the weights: a checkpoint rebuilds its own model."""
+        checkpoint.setdefault("hyper_parameters", {})["model_config"] = dataclasses.asdict(self.cfg.model)
+
     def configure_optimizers(self):
         opt_cfg = self.cfg.train.optim
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -127,11 +133,3 @@ class PanopticModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_poly)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def _save_model_config(module: PanopticModule, checkpoint: dict) -> None:
-    import dataclasses
-    checkpoint.setdefault("hyper_parameters", {})["model_config"] = dataclasses.asdict(module.cfg.model)
-
-
-PanopticModule.on_save_checkpoint = _save_model_config
