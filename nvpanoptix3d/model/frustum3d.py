@@ -172,10 +172,32 @@ class Frustum3D(nn.Module):
         """forced64 / forced128: B x 64^3 / B x 128^3 bool voxels kept as candidates (training: ground truth).
         Out of training, only voxels above the occupancy threshold get labels (the rest are never read) unless
         label_all (ONNX export keeps static shapes); training's losses label the voxels they read."""
-        b = mask_features.shape[0]
         # the 3D losses train the 3D stage and the query embeddings, not the pixel features: sampling them
         # without gradient avoids grid_sample's scatter backward over millions of voxels
         pixels = mask_features.detach()
+        geometry, fine_feat, fine_lifted = self._occupancy(pixels, depth, forced64, forced128)
+        fine_index, fine_valid, fine_logits = geometry[3:]
+        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
+        if label_all:  # static shapes for ONNX export
+            semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
+                                                 query_embed)
+            return Output3D(*geometry, semantic, query_logits, 0.0, label)
+        if self.training:  # the losses label only the occupied voxels they read
+            # the lifting cue sdf * inside is clamped at 4 voxels behind the depth: 1 there
+            return Output3D(*geometry, None, None, 0.0, label, fine_hidden=fine_lifted[..., -3] >= 1.0)
+        # the label heads over every candidate would cost more than the rest of the stage; most are free space
+        occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
+        rows_semantic, rows_query = label(occupied)
+        semantic = rows_semantic.new_zeros(*occupied.shape, rows_semantic.shape[-1])
+        query_logits = rows_query.new_zeros(*occupied.shape, rows_query.shape[-1])
+        semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
+        return Output3D(*geometry, semantic, query_logits, self.label_above, label)
+
+    def _occupancy(self, pixels: torch.Tensor, depth: torch.Tensor, forced64: torch.Tensor | None,
+                   forced128: torch.Tensor | None) -> tuple[tuple, torch.Tensor, torch.Tensor]:
+        """Occupancy coarse to fine: 64^3 dense, then the children of the top candidates at 128^3 and 256^3.
+        Returns the geometry fields of Output3D, the fine voxels' features and their lifted inputs."""
+        b = pixels.shape[0]
         # reduce, then sample: sampling is linear, so this is reduce(sample(pixels)) at a fraction of the channels
         reduced = F.conv2d(pixels, self.reduce.weight[:, :, None, None])
 
@@ -220,23 +242,8 @@ class Frustum3D(nn.Module):
         fine_in = torch.cat([parent_feat.repeat_interleave(8, 1), fine_lifted, self._child_position(fine_index)], -1)
         fine_out = self.fine(fine_in)
         fine_logits = fine_out[..., 0].masked_fill(~fine_valid, -20.0)
-        fine_feat = fine_out[..., 1:]
-        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
         geometry = (coarse_logits, mid_index, mid_logits, fine_index, fine_valid, fine_logits)
-        if label_all:  # static shapes for ONNX export
-            semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
-                                                 query_embed)
-            return Output3D(*geometry, semantic, query_logits, 0.0, label)
-        if self.training:  # the losses label only the occupied voxels they read
-            # the lifting cue sdf * inside is clamped at 4 voxels behind the depth: 1 there
-            return Output3D(*geometry, None, None, 0.0, label, fine_hidden=fine_lifted[..., -3] >= 1.0)
-        # the label heads over every candidate would cost more than the rest of the stage; most are free space
-        occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
-        rows_semantic, rows_query = label(occupied)
-        semantic = rows_semantic.new_zeros(*occupied.shape, rows_semantic.shape[-1])
-        query_logits = rows_query.new_zeros(*occupied.shape, rows_query.shape[-1])
-        semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
-        return Output3D(*geometry, semantic, query_logits, self.label_above, label)
+        return geometry, fine_out[..., 1:], fine_lifted
 
     def _heads(self, feat: torch.Tensor, pixel: torch.Tensor, query_embed: torch.Tensor):
         """Semantic logits and query affinities of voxels (... x V) from their 3D features and 2D embeddings."""
