@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "synth":
         return synth_main(argv[1:])
+    if argv and argv[0] == "view":
+        from .viewer.serve import main as view_main
+        return view_main(argv[1:])
     p = argparse.ArgumentParser(prog="nvpanoptix3d", description=__doc__.splitlines()[0])
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("-e", "--experiment_spec", required=True, help="spec YAML")

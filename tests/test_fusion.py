@@ -130,6 +130,8 @@ def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsy
     page = (scene / "scene.html").read_text()
     assert summary["scene"]["page"] == "scene/scene.html" and f"{len(objects)} objects" in page
     assert page.count('"c2w"') == 3                                     # one frustum per frame
+    live = json.loads((scene / "live.json").read_text())                # the live view's last version
+    assert live["done"] and live["frames"] == 3 and len(live["objects"]) == len(objects)
 
 
 def _box_room_truth():

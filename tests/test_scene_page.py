@@ -101,3 +101,35 @@ def test_the_scene_page_draws_the_classes_and_highlights_a_clicked_object(tmp_pa
         page.click("#mode")
         assert page.get_attribute("body", "data-mode") == "instance"
         browser.close()
+
+
+@pytest.mark.slow
+def test_the_live_view_follows_the_scene_a_job_rewrites(tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from nvpanoptix3d.viewer.page import scene_data, write_live
+    from nvpanoptix3d.viewer.serve import LIVE, serve_in_thread
+    coords, semantic, instance, cameras = _box_room()
+    live = tmp_path / LIVE
+    live.parent.mkdir(parents=True)
+    chair_only = instance != 2
+    write_live(live, scene_data(coords[chair_only], 0.05, semantic[chair_only], instance[chair_only], cameras),
+               version=25, frames=25, done=False)
+    httpd = serve_in_thread(tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium(), args=[
+                "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
+            page.wait_for_selector("body[data-version='25']", timeout=60_000)
+            assert page.locator("#objects li").count() == 1
+            assert page.get_attribute("body", "data-live") == "running"
+            page.click("#objects li[data-id='1']")                       # a selection survives the redraw
+            write_live(live, scene_data(coords, 0.05, semantic, instance, cameras), version=50, frames=50, done=True)
+            page.wait_for_selector("body[data-version='50'][data-live='done']", timeout=60_000)
+            assert page.locator("#objects li").count() == 2
+            assert page.get_attribute("body", "data-selected") == "1"
+            assert "50 frames" in page.inner_text("#summary")
+            browser.close()
+    finally:
+        httpd.shutdown()

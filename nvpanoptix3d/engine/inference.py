@@ -17,7 +17,7 @@ from .. import fileio
 from ..config import DataError, ExperimentConfig
 from ..data import check_frustum_mask
 from ..depth.multiview import plane_sweep
-from ..fusion.outputs import write_scene
+from ..fusion.outputs import write_live_scene, write_scene
 from ..fusion.scene import FrameObservation, SceneFusion
 from ..inputs.camera_fit import fit_depth, fit_rgb
 from ..inputs.images import fit_to_model, list_images, read_photo
@@ -96,6 +96,9 @@ def read_depth(frame) -> np.ndarray:
     return np.where(np.isfinite(depth), depth, 0.0)
 
 
+LIVE_EVERY = 25   # frames between the live view's snapshots of the scene fused so far
+
+
 @torch.no_grad()
 def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) -> dict:
     module, device, grid = _model(cfg)
@@ -118,6 +121,7 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     if source == "multiview":
         frames_rgb = [in_model_camera(f) for f in tqdm(folder.frames, desc="fit", unit="frame")]
     poses = [f.camera_to_world for f in folder.frames]
+    cameras = [PageCamera(f.camera_to_world, k.fx, k.fy, k.cx, k.cy, k.width, k.height) for f in folder.frames]
     for index, frame in enumerate(tqdm(folder.frames, desc="frames", unit="frame")):
         chw = frames_rgb[index] if frames_rgb is not None else in_model_camera(frame)
         rgb = chw.permute(1, 2, 0).numpy()
@@ -144,13 +148,14 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
         tick = time.perf_counter()
         fusion.integrate(observation)
         fusion_s += time.perf_counter() - tick
+        if (index + 1) % LIVE_EVERY == 0 and index + 1 < len(folder.frames):   # what `nvpanoptix3d view` shows
+            write_live_scene(out_dir / "scene", fusion.result(), cameras[:index + 1])
         manifest.append({"image": frame.image.name, "frame": frame.name, **written, "depth_source": source,
                          "occupied_voxels": int(len(pan3d.index))})
     tick = time.perf_counter()
     scene = fusion.result()
     fusion_s += time.perf_counter() - tick
     total_s = time.perf_counter() - started
-    cameras = [PageCamera(f.camera_to_world, k.fx, k.fy, k.cx, k.cy, k.width, k.height) for f in folder.frames]
     scene_files = write_scene(out_dir / "scene", scene, cameras)
     fileio.write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     summary = {"frames": len(folder.frames), "posed_folder": folder.format, "depth_source": source,

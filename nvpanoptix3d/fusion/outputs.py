@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from .. import fileio
 from ..engine.outputs import instance_colors, voxel_faces, write_ply
 from ..labels import CEILING, COLORS, NAMES
-from ..viewer.page import PageCamera, write_scene_page
+from ..viewer.page import PageCamera, page_html, scene_data, write_live
 from .scene import FusedScene
 
 PIXELS_PER_METRE = 50
@@ -36,10 +36,23 @@ def write_scene(out_dir: Path, scene: FusedScene, cameras: list[PageCamera]) -> 
               frame="world frame of the posed folder")
     fileio.write_bytes(out_dir / written["objects"], (json.dumps(scene_objects(scene), indent=1) + "\n").encode())
     fileio.save_png(out_dir / written["top_down"], top_down(scene))
-    step = max(1, -(-len(cameras) // MAX_FRUSTA))
-    write_scene_page(out_dir / written["page"], scene.coords, scene.voxel_size, scene.semantic, scene.instance,
-                     cameras[::step], f"fused scene: {len(cameras)} frames, {len(scene.objects)} objects")
+    data = _page_data(scene, cameras)
+    fileio.write_bytes(out_dir / written["page"],
+                       page_html(f"fused scene: {len(cameras)} frames, {len(scene.objects)} objects", data).encode())
+    write_live(out_dir / "live.json", data, version=len(cameras), frames=len(cameras), done=True)
     return written
+
+
+def write_live_scene(out_dir: Path, scene: FusedScene, cameras: list[PageCamera]) -> None:
+    """The scene fused so far, for `nvpanoptix3d view` to follow while the job runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_live(out_dir / "live.json", _page_data(scene, cameras), version=len(cameras), frames=len(cameras),
+               done=False)
+
+
+def _page_data(scene: FusedScene, cameras: list[PageCamera]) -> dict:
+    step = max(1, -(-len(cameras) // MAX_FRUSTA))
+    return scene_data(scene.coords, scene.voxel_size, scene.semantic, scene.instance, cameras[::step])
 
 
 def scene_objects(scene: FusedScene) -> list[dict]:

@@ -59,10 +59,9 @@ def coarsen(coords: np.ndarray, semantic: np.ndarray, instance: np.ndarray):
     return coarse[first], semantic[first], instance[first]
 
 
-def write_scene_page(path: Path, coords: np.ndarray, voxel_size: float, semantic: np.ndarray,
-                     instance: np.ndarray, cameras: list[PageCamera], title: str,
-                     max_voxels: int = 400_000) -> Path:
-    """Write the page for integer voxel coordinates (N x 3, centre = (c + 0.5) x voxel_size metres)."""
+def scene_data(coords: np.ndarray, voxel_size: float, semantic: np.ndarray, instance: np.ndarray,
+               cameras: list[PageCamera], max_voxels: int = 400_000) -> dict:
+    """What the page draws, for integer voxel coordinates (N x 3, centre = (c + 0.5) x voxel_size metres)."""
     coords = np.asarray(coords, np.int64).reshape(-1, 3)
     semantic = np.asarray(semantic, np.int64).reshape(-1)
     instance = np.asarray(instance, np.int64).reshape(-1)
@@ -77,7 +76,7 @@ def write_scene_page(path: Path, coords: np.ndarray, voxel_size: float, semantic
         voxel_size *= 2
     present = set(np.unique(semantic).tolist())
     up, forward = _view_axes(cameras)
-    data = {
+    return {
         "count": int(len(coords)), "voxel_size": float(voxel_size),
         "coords": _b64(coords.astype(np.int32)), "semantic": _b64(semantic.astype(np.uint8)),
         "instance": _b64(instance.astype(np.uint32)),
@@ -87,12 +86,28 @@ def write_scene_page(path: Path, coords: np.ndarray, voxel_size: float, semantic
         "cameras": [{"c2w": np.asarray(c.camera_to_world, float).round(5).tolist(), "fx": c.fx, "fy": c.fy,
                      "cx": c.cx, "cy": c.cy, "width": c.width, "height": c.height} for c in cameras],
     }
+
+
+def write_scene_page(path: Path, coords: np.ndarray, voxel_size: float, semantic: np.ndarray,
+                     instance: np.ndarray, cameras: list[PageCamera], title: str,
+                     max_voxels: int = 400_000) -> Path:
+    """The self-contained page: data and script inline."""
+    data = scene_data(coords, voxel_size, semantic, instance, cameras, max_voxels)
+    fileio.write_bytes(path, page_html(title, data).encode())
+    return path
+
+
+def write_live(path: Path, data: dict, version: int, frames: int, done: bool) -> None:
+    """The scene a running job has fused so far, for the live page to poll (written whole, atomically)."""
+    fileio.write_bytes(path, json.dumps({**data, "version": version, "frames": frames, "done": done},
+                                        separators=(",", ":")).encode())
+
+
+def page_html(title: str, data: dict) -> str:
+    """data: scene_data(...), or {"live": URL} for a page that polls a live scene."""
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     script = SCRIPT.read_text().replace("</script", "<\\/script")
-    page = _TEMPLATE.format(title=html.escape(title), data=payload, script=script, voxels=len(coords),
-                            objects=len(objects))
-    fileio.write_bytes(path, page.encode())
-    return path
+    return _TEMPLATE.format(title=html.escape(title), data=payload, script=script)
 
 
 def _b64(array: np.ndarray) -> str:
@@ -148,7 +163,7 @@ button {{ margin: 4px 0; }}
 <body>
 <div id="side">
 <h1>{title}</h1>
-<div class="note">{voxels} voxels drawn, {objects} objects. Drag: orbit, right-drag: pan, wheel: zoom.</div>
+<div class="note"><span id="summary"></span>. Drag: orbit, right-drag: pan, wheel: zoom.</div>
 <button id="mode">colour by object</button>
 <h2>Classes</h2><ul id="legend"></ul>
 <h2>Objects</h2><ul id="objects"></ul>
