@@ -50,7 +50,8 @@ class MaskFormerConfig:
                             automl=True, popular=True)
     hidden_dim: int = param(128, "Query and mask embedding width.", minimum=16, maximum=1024)
     nheads: int = param(8, "Attention heads in the query decoder.", minimum=1, maximum=32)
-    class_weight: float = param(2.0, "Weight of the query classification loss.", minimum=0.0, maximum=100.0, automl=True)
+    class_weight: float = param(2.0, "Weight of the query classification loss.", minimum=0.0, maximum=100.0,
+                                automl=True)
     mask_weight: float = param(5.0, "Weight of the mask BCE loss.", minimum=0.0, maximum=100.0, automl=True)
     dice_weight: float = param(5.0, "Weight of the mask dice loss.", minimum=0.0, maximum=100.0, automl=True)
     no_object_weight: float = param(0.1, "Classification weight of the no-object class.", minimum=0.0, maximum=1.0)
@@ -145,8 +146,10 @@ class ModelConfig:
                                automl=False, popular=True)
     mode: str = param("panoptic", "Prediction mode.", options=["panoptic", "instance", "semantic"])
     pretrained_backbone_path: str = param("", "Optional backbone weights (safetensors or .pt).")
-    embed_dim: int = param(128, "Backbone feature width (vggt: token width, 64 per head; VGGT-1B: 1024).", minimum=16, maximum=1024)
-    depth: int = param(6, "Backbone depth (vggt: DINOv2 blocks and frame / global block pairs; VGGT-1B: 24).", minimum=1, maximum=24)
+    embed_dim: int = param(128, "Backbone feature width (vggt: token width, 64 per head; VGGT-1B: 1024).",
+                           minimum=16, maximum=1024)
+    depth: int = param(6, "Backbone depth (vggt: DINOv2 blocks and frame / global block pairs; VGGT-1B: 24).",
+                       minimum=1, maximum=24)
     sem_seg_head: SemSegHeadConfig = section(SemSegHeadConfig, "Pixel decoder and semantic head.")
     mask_former: MaskFormerConfig = section(MaskFormerConfig, "Mask2Former-style query head.")
     depth_head: DepthHeadConfig = section(DepthHeadConfig, "Depth head (0.4-6 m).")

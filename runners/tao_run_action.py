@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-dataset", help="inference data root (defaults to the eval root)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="dotted spec override")
     p.add_argument("--parent-job-id", help="job whose checkpoint feeds parent_model")
-    p.add_argument("--ptm", help="pretrained model: local file, s3:// or https:// URL, or none (default: shipped weights)")
+    p.add_argument("--ptm", help="pretrained model: local file, s3:// or https:// URL, or none "
+                                  "(default: shipped weights)")
     p.add_argument("--ptm-sha256", help="expected SHA-256 of --ptm")
     p.add_argument("--backend", default="local", help="local | docker | slurm | kubernetes")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",

@@ -198,7 +198,8 @@ class AutoMLRunner:
         epochs = self._epochs()
         pruner = {"bayesian": optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
                   "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
-                  "asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)}[self.cfg.algorithm]
+                  "asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+                  }[self.cfg.algorithm]
         study = optuna.create_study(study_name=self.job_id, storage=storage, direction=self.direction,
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left over by an interruption
@@ -392,7 +393,8 @@ class AutoMLRunner:
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for state, marker in (("complete", "o"), ("pruned", "x"), ("fail", "s")):
-            pts = [(r["trial"], r[self.cfg.metric]) for r in rows if r["state"] == state and r[self.cfg.metric] is not None]
+            pts = [(r["trial"], r[self.cfg.metric]) for r in rows
+                   if r["state"] == state and r[self.cfg.metric] is not None]
             if pts:
                 ax.scatter(*zip(*pts), marker=marker, label=state)
         ax.set_xlabel("trial")

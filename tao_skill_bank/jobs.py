@@ -283,7 +283,8 @@ def create_job(store: JobStore, action: str, skill: str, spec: dict, backend: st
     store.sync_up(record.job_id)
     proc = subprocess.Popen([sys.executable, "-m", "tao_skill_bank.supervise", store.location, record.job_id],
                             start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(store.job_dir(record.job_id) / "supervisor.err", "w"),
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(store.job_dir(record.job_id) / "supervisor.err", "w"),
                             env={**os.environ, "PYTHONPATH": _pythonpath()})
     record.supervisor_pid = proc.pid
     _own_children.append(proc)

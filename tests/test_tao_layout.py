@@ -105,7 +105,7 @@ def test_a_tao_layout_skill_dry_runs_all_four_actions(capsys, tmp_path):
 @pytest.mark.skipif(not MASK2FORMER.is_dir(), reason="the TAO anchor is not beside this checkout")
 def test_nvidias_mask2former_skill_folder_loads_and_validates_its_templates():
     skill = load_skill(MASK2FORMER)
-    assert skill.front_matter["version"] == "0.1.0" and {"train", "evaluate", "inference", "export"} <= set(skill.actions)
+    assert skill.front_matter["version"] == "0.1.0" and set(ACTIONS) <= set(skill.actions)
     for action in ACTIONS:
         resolve_spec(skill, action, {})                    # TAO's types, Infinity and all: its templates are valid
     assert any("not one the SDK knows" in n for n in skill.notes)   # its download descriptor is reported

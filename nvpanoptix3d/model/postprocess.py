@@ -53,7 +53,8 @@ def kept_queries(class_logits: torch.Tensor, threshold: float) -> tuple[torch.Te
 def panoptic_2d(out: Output2D, i: int, cfg: ExperimentConfig, size: tuple[int, int]) -> Panoptic2D:
     mf = cfg.model.mask_former
     keep, label, score = kept_queries(out.class_logits[i], mf.object_mask_threshold)
-    masks = F.interpolate(out.mask_logits[i][None].float(), size=size, mode="bilinear", align_corners=False)[0].sigmoid()
+    masks = F.interpolate(out.mask_logits[i][None].float(), size=size, mode="bilinear",
+                          align_corners=False)[0].sigmoid()
     depth = F.interpolate(out.depth[i][None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
     semantic = torch.zeros(size, dtype=torch.long, device=masks.device)
     instance = torch.zeros_like(semantic)

@@ -97,7 +97,8 @@ def write_frame(out: Path, f: SynthFrame, layout: Layout = FRONT3D) -> None:
     k = Intrinsics.front3d()
     k = k.scaled(k.width * layout.downsample, k.height * layout.downsample)
     camera = {"pose_camera_to_world": f.pose.tolist(), "intrinsics": k.matrix4().tolist(), "convention": "opencv"}
-    fileio.write_bytes(path("rgb").with_name(f"camera_{f.image_id}.json"), (json.dumps(camera, indent=1) + "\n").encode())
+    fileio.write_bytes(path("rgb").with_name(f"camera_{f.image_id}.json"),
+                       (json.dumps(camera, indent=1) + "\n").encode())
 
 
 _worker_voxelizer: FrustumVoxelizer | None = None

@@ -3,8 +3,8 @@
 Values live on the list of frustum voxels (about 2.7 M of the 256^3). The room's analytic distance is first
 taken at the centres of 4^3-voxel blocks; only blocks that can hold a voxel within the truncation of a wall,
 floor or ceiling are refined, every other voxel is free at the truncation distance. Each furniture part only
-visits the voxels of its own bounding box (expanded by the truncation). So the cost follows the surfaces. Everything in the frustum is labelled, seen by the
-camera or not.
+visits the voxels of its own bounding box (expanded by the truncation). So the cost follows the surfaces.
+Everything in the frustum is labelled, seen by the camera or not.
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ class DockerBackend:
             client = docker.from_env()
             client.ping()
         except DockerException as exc:
-            raise SkillBankError(f"docker daemon unreachable ({os.environ.get('DOCKER_HOST', 'unix:///var/run/docker.sock')}): "
+            host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise SkillBankError(f"docker daemon unreachable ({host}): "
                                  f"{exc.__class__.__name__}; start dockerd or use --backend local") from None
         return client
 
