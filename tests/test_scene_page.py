@@ -58,6 +58,14 @@ def _chromium() -> str:
     return path
 
 
+def _wait_ready(page, errors: list, selector: str = "body[data-ready=true]") -> None:
+    """Wait for the page, failing at once with the script's error if it throws."""
+    page.wait_for_function(f"document.querySelector({selector!r}) !== null || window.__failed === true",
+                           timeout=60_000)
+    assert errors == [], errors
+    assert page.query_selector(selector) is not None
+
+
 def _share_near(shot: bytes, colour, degrees=6.0) -> float:
     """Share of the canvas's pixels whose hue is that colour's: shading scales a colour, so compare directions."""
     rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), np.float64)
@@ -80,9 +88,9 @@ def test_the_scene_page_draws_the_classes_and_highlights_a_clicked_object(tmp_pa
         page = browser.new_page(viewport={"width": 900, "height": 600})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.add_init_script("window.addEventListener('error', () => { window.__failed = true; })")
         page.goto(page_path.as_uri())
-        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-        assert errors == []
+        _wait_ready(page, errors)
         assert page.title() == "box <room>"
         assert page.locator("#objects li").all_inner_texts()[0].startswith("#1 chair")
         legend = page.locator("#legend li").all_inner_texts()
@@ -120,8 +128,11 @@ def test_the_live_view_follows_the_scene_a_job_rewrites(tmp_path):
             browser = p.chromium.launch(executable_path=_chromium(), args=[
                 "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
             page = browser.new_page(viewport={"width": 900, "height": 600})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.add_init_script("window.addEventListener('error', () => { window.__failed = true; })")
             page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
-            page.wait_for_selector("body[data-version='25']", timeout=60_000)
+            _wait_ready(page, errors, "body[data-version='25']")
             assert page.locator("#objects li").count() == 1
             assert page.get_attribute("body", "data-live") == "running"
             page.click("#objects li[data-id='1']")                       # a selection survives the redraw
