@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skill", default="skills/tao-train-nvpanoptix3d", help="skill folder (holds SKILL.md)")
     p.add_argument("--action", help="train | evaluate | inference | export")
     p.add_argument("--list-jobs", action="store_true", help="print the job store's jobs and exit")
+    p.add_argument("--status", metavar="JOB_ID", help="print one job's record and exit")
+    p.add_argument("--logs", metavar="JOB_ID", help="print one job's log (engine and backend output) and exit")
+    p.add_argument("--cancel", metavar="JOB_ID", help="stop a job (any backend: scancel on Slurm, the Job "
+                                                      "deleted on Kubernetes) and exit")
+    p.add_argument("--no-wait", action="store_true", help="submit and return at once with the job id")
     p.add_argument("--train-dataset", help="train data root: local folder or s3://bucket/prefix")
     p.add_argument("--eval-dataset", help="evaluation data root (defaults to the train root)")
     p.add_argument("--inference-dataset", help="inference data root (defaults to the eval root)")
@@ -105,6 +110,8 @@ def run(args) -> int:
         for problem in problems:
             print(f"skipped: {problem}", file=sys.stderr)
         return 0
+    if args.status or args.logs or args.cancel:
+        return _job_verb(store, args)
     if not args.action:
         print("error: --action is required (train | evaluate | inference | export)", file=sys.stderr)
         return 2
@@ -140,6 +147,10 @@ def run(args) -> int:
     record = launch(prepared, store)
     print(f"[job] {record.job_id} started ({record.backend}); logs: {store.log_path(record.job_id)}",
           file=sys.stderr)
+    if args.no_wait:
+        print(json.dumps({"ok": True, "job_id": record.job_id, "status": record.status}) if args.json
+              else record.job_id)
+        return 0
     record = job_api.wait(store, record.job_id, timeout=args.timeout)
     ok = record.status == job_api.DONE
     warnings = [e.get("message", "") for e in job_api.read_status(store.results_dir(record.job_id))
@@ -159,6 +170,20 @@ def run(args) -> int:
             tail = store.log_path(record.job_id).read_text(errors="replace").splitlines()[-15:]
             print("\n".join(tail), file=sys.stderr)
     return 0 if ok else 1
+
+
+def _job_verb(store, args) -> int:
+    """--status, --logs, --cancel: the same for every backend, through the job store."""
+    job_id = args.status or args.logs or args.cancel
+    record = job_api.cancel_job(store, job_id) if args.cancel else store.get(job_id)
+    if args.logs:
+        path = store.log_path(job_id)
+        sys.stdout.write(path.read_text(errors="replace") if path.is_file() else "")
+        return 0
+    info = {"job_id": record.job_id, "action": record.action, "backend": record.backend, "status": record.status,
+            "kpi": record.kpi, "error": record.error, "results_dir": str(store.results_dir(job_id))}
+    print(json.dumps(info) if args.json else " ".join(f"{k}={v}" for k, v in info.items()))
+    return 0
 
 
 def _existing_action(store, job_id: str | None) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 from helpers import EXAMPLE, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
 from runners.tao_run_action import main as run_action
-from tao_skill_bank.jobs import JobStore
+from tao_skill_bank.jobs import JobStore, read_status
 
 
 def _run(capsys, *args) -> dict:
@@ -207,3 +207,34 @@ def test_a_plain_folder_of_photos_is_an_inference_root(capsys, tmp_path):
                            "manifest.json").read_text())
     assert [m["image"] for m in manifest] == ["room.jpg"] and manifest[0]["input_size"] == [640, 480]
     assert manifest[0]["scale_to_model"] == pytest.approx(0.5, rel=1e-3) and manifest[0]["occupied_voxels"] > 0
+
+
+@pytest.mark.slow
+def test_submit_status_logs_cancel_the_four_verbs_of_every_backend(capsys, tmp_path):
+    """What the platform skills tell an agent to do, on the local backend (the same job-store verbs run Slurm's
+    scancel and Kubernetes' delete)."""
+    import time
+    jobs = str(tmp_path / "jobs")
+    argv = ["--skill", str(SKILL), "--jobs-dir", jobs, "--json"]
+    code = run_action([*argv, "--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE),
+                       "--no-wait", "--ptm", "none", *_overrides(TINY_OVERRIDES + TINY_TRAIN),
+                       "--override", "train.num_epochs=200"])
+    submitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and submitted["ok"] and submitted["status"] in ("queued", "running")
+    job_id = submitted["job_id"]
+    store = JobStore(jobs)
+    for _ in range(240):                                          # until the engine has written its first epoch
+        if any(e.get("event") == "epoch" for e in read_status(store.results_dir(job_id))):
+            break
+        time.sleep(0.5)
+    assert run_action([*argv, "--status", job_id]) == 0
+    status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert status["status"] == "running" and status["action"] == "train"
+    assert run_action([*argv, "--logs", job_id]) == 0
+    logs = capsys.readouterr().out
+    assert logs and store.log_path(job_id).read_text(errors="replace").startswith(logs)   # the job's own log
+    assert run_action([*argv, "--cancel", job_id]) == 0
+    cancelled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cancelled["status"] == "cancelled"
+    assert run_action([*argv, "--status", "no-such-job"]) == 2
+    assert "no-such-job: not found" in capsys.readouterr().err

@@ -119,3 +119,21 @@ def test_evals_name_real_skills_runners_flags_and_keys():
                 assert flag in known, (item["id"], flag)
             for key in re.findall(r"\b(?:train|model|dataset|inference|export|evaluate)\.[a-z0-9_.]+[a-z0-9_]", text):
                 assert any(schema_node(s, key) is not None for s in schemas), (item["id"], key)
+
+
+def test_the_platform_skills_list_every_option_their_backend_takes():
+    import inspect
+
+    from tao_skill_bank.backends.kubernetes import KubernetesBackend
+    from tao_skill_bank.backends.slurm import SlurmBackend
+    from tao_skill_bank.skill import _sections, _table
+    internal = {"self", "poll_s", "input_paths", "gpus_per_node", "nodes"}   # set by the runner from the spec
+    for folder, backend in (("tao-run-on-slurm", SlurmBackend), ("tao-run-on-kubernetes", KubernetesBackend)):
+        skill = load_skill(SKILL.parent / folder)
+        assert skill.error_patterns and "four verbs" in skill.markdown
+        rows = _table(_sections(skill.markdown), "Options (`--backend-option KEY=VALUE`)")
+        documented = {key.strip() for row in rows for key in row["Key"].split(",")} - internal
+        taken = set(inspect.signature(backend.__init__).parameters) - internal
+        assert documented == taken, (folder, documented ^ taken)
+        for verb in ("--no-wait", "--status", "--logs", "--cancel"):
+            assert verb in skill.markdown
