@@ -56,3 +56,40 @@ def test_refusals_name_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(SkillBankError, match="no cluster configuration"):
         KubernetesBackend(image="x", pvc="y").check()
+
+
+@pytest.mark.slow
+def test_two_pods_with_the_manifests_environment_train_as_one_world(tmp_path):
+    """The two pods of a 2-node job, as two processes here with the environment the manifest gives each pod
+    (NODE_RANK from its completion index; MASTER_ADDR is pod 0's DNS name there, this host here): Lightning
+    makes them ranks 0 and 1 of one world of 2, and only rank 0 records."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import EXAMPLE, REPO, spec_file
+    spec = spec_file(tmp_path, [f"dataset.val.json_path={EXAMPLE / 'meta' / 'train.json'}",
+                                "dataset.val.batch_size=1", "train.num_nodes=2"])
+    results = tmp_path / "store" / "results"
+    _, job = _manifests(tmp_path, nodes=2, gpus_per_node=0)
+    env_spec = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    with socket.socket() as s:                                   # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pods = []
+    for index in range(job["spec"]["completions"]):
+        env = {k: v["value"] for k, v in env_spec.items() if "value" in v}
+        assert "job-completion-index" in env_spec["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+        env.update(NODE_RANK=str(index), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env.pop("NVPANOPTIX3D_AUTO_RESUME")                      # a fresh job: nothing to resume
+        pods.append(subprocess.Popen([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec),
+                                      f"results_dir={results}"], cwd=REPO, env={**os.environ, **env},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [pod.communicate(timeout=900)[0] for pod in pods]
+    assert [pod.returncode for pod in pods] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    events = [json.loads(line) for line in (results / "status.json").read_text().splitlines()]
+    assert [e["devices"] for e in events if e["event"] == "start"] == [2]       # one world of two processes
+    assert [e["event"] for e in events].count("done") == 1                       # recorded once, by rank 0
+    assert (results / "checkpoints" / "last.ckpt").is_file()
