@@ -70,6 +70,18 @@ def test_every_action_docker_backend(capsys, tmp_path, cache_env, docker_image):
     _chain(capsys, tmp_path, ["--backend", "docker", "--image", docker_image, "--host-python"])
 
 
+@pytest.mark.slow
+def test_a_posed_folder_through_the_docker_backend_is_one_scene(capsys, tmp_path, docker_image):
+    from nvpanoptix3d.synth.multiview import write_multiview
+    walk = next(write_multiview(tmp_path / "walk", scenes=1, frames=3, seed=4).iterdir())
+    result = _run(capsys, "--action", "inference", "--inference-dataset", str(walk), "--jobs-dir",
+                  str(tmp_path / "jobs"), "--backend", "docker", "--image", docker_image, "--host-python")
+    scene = JobStore(str(tmp_path / "jobs")).results_dir(result["job_id"]) / "predictions" / "scene"
+    summary = json.loads((scene / "summary.json").read_text())
+    assert summary["frames"] == 3 and summary["depth_source"] == "sensor" and summary["scene_objects"] >= 1
+    assert (scene / "scene.html").is_file() and json.loads((scene / "live.json").read_text())["done"]
+
+
 def test_dry_run_prints_spec_and_command(capsys, tmp_path):
     code = run_action(["--skill", str(SKILL), "--action", "train", "--automl-policy", "off", "--train-dataset",
                        str(EXAMPLE), "--jobs-dir", str(tmp_path), "--dry-run", "--json",
