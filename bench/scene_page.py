@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nvpanoptix3d.geometry import Intrinsics  # noqa: E402
 from nvpanoptix3d.viewer.page import PageCamera, write_scene_page  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def apartment(rng: np.random.Generator, side=(400, 100, 300), boxes: int = 60):
 def main() -> int:
     from playwright.sync_api import sync_playwright
     coords, semantic, instance = apartment(np.random.default_rng(0))
-    cameras = [PageCamera(np.eye(4), 277.0, 277.0, 160.0, 120.0, 320, 240)] * 200
+    cameras = [PageCamera(np.eye(4), Intrinsics(277.0, 277.0, 160.0, 120.0, 320, 240))] * 200
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scene.html"
         tick = time.perf_counter()

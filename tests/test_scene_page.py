@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import nvpanoptix3d.viewer
+from nvpanoptix3d.geometry import Intrinsics
 from nvpanoptix3d.labels import COLORS
 from nvpanoptix3d.viewer.page import SCRIPT, PageCamera, coarsen, surface, write_scene_page
 
@@ -46,7 +47,7 @@ def _box_room():
     instance = np.select([chair, table], [1, 2], 0)[keep]
     pose = np.eye(4)
     pose[:3, 3] = [1.5, 1.2, 0.4]
-    return g[keep], semantic, instance, [PageCamera(pose, 100, 100, 80, 60, 160, 120)]
+    return g[keep], semantic, instance, [PageCamera(pose, Intrinsics(100, 100, 80, 60, 160, 120))]
 
 
 def _chromium() -> str:
@@ -58,12 +59,21 @@ def _chromium() -> str:
     return path
 
 
-def _wait_ready(page, errors: list, selector: str = "body[data-ready=true]") -> None:
-    """Wait for the page, failing at once with the script's error if it throws."""
+def _open(p, url: str, selector: str = "body[data-ready=true]"):
+    """Headless Chromium (WebGL through SwiftShader) on url, waited until selector matches; fails at once with
+    the page's script error if it throws. Returns (browser, page)."""
+    browser = p.chromium.launch(executable_path=_chromium(), args=[
+        "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+    page = browser.new_page(viewport={"width": 900, "height": 600})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.add_init_script("window.addEventListener('error', () => { window.__failed = true; })")
+    page.goto(url)
     page.wait_for_function(f"document.querySelector({selector!r}) !== null || window.__failed === true",
                            timeout=60_000)
     assert errors == [], errors
     assert page.query_selector(selector) is not None
+    return browser, page
 
 
 def _share_near(shot: bytes, colour, degrees=6.0) -> float:
@@ -83,14 +93,7 @@ def test_the_scene_page_draws_the_classes_and_highlights_a_clicked_object(tmp_pa
     html = page_path.read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html   # nothing fetched
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=[
-            "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-        page = browser.new_page(viewport={"width": 900, "height": 600})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.add_init_script("window.addEventListener('error', () => { window.__failed = true; })")
-        page.goto(page_path.as_uri())
-        _wait_ready(page, errors)
+        browser, page = _open(p, page_path.as_uri())
         assert page.title() == "box <room>"
         assert page.locator("#objects li").all_inner_texts()[0].startswith("#1 chair")
         legend = page.locator("#legend li").all_inner_texts()
@@ -125,14 +128,7 @@ def test_the_live_view_follows_the_scene_a_job_rewrites(tmp_path):
     httpd = serve_in_thread(tmp_path)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=_chromium(), args=[
-                "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-            page = browser.new_page(viewport={"width": 900, "height": 600})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.add_init_script("window.addEventListener('error', () => { window.__failed = true; })")
-            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
-            _wait_ready(page, errors, "body[data-version='25']")
+            browser, page = _open(p, f"http://127.0.0.1:{httpd.server_address[1]}/", "body[data-version='25']")
             assert page.locator("#objects li").count() == 1
             assert page.get_attribute("body", "data-live") == "running"
             page.click("#objects li[data-id='1']")                       # a selection survives the redraw

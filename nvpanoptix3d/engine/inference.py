@@ -121,7 +121,7 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
     if source == "multiview":
         frames_rgb = [in_model_camera(f) for f in tqdm(folder.frames, desc="fit", unit="frame")]
     poses = [f.camera_to_world for f in folder.frames]
-    cameras = [PageCamera(f.camera_to_world, k.fx, k.fy, k.cx, k.cy, k.width, k.height) for f in folder.frames]
+    cameras = [PageCamera(f.camera_to_world, k) for f in folder.frames]
     for index, frame in enumerate(tqdm(folder.frames, desc="frames", unit="frame")):
         chw = frames_rgb[index] if frames_rgb is not None else in_model_camera(frame)
         rgb = chw.permute(1, 2, 0).numpy()

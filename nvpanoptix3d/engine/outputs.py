@@ -127,8 +127,7 @@ def write_outputs(out_dir: Path, name: str, image: np.ndarray, pan2d: Panoptic2D
         written["preview"] = f"{name}_preview.png"
     if save_page and pan3d is not None:
         centres = grid.grid_to_camera(pan3d.index).cpu().numpy()
-        k = grid.intrinsics
-        camera = PageCamera(np.eye(4), k.fx, k.fy, k.cx, k.cy, k.width, k.height)
+        camera = PageCamera(np.eye(4), grid.intrinsics)
         write_scene_page(out_dir / f"{name}_scene.html", np.round(centres / grid.voxel_size - 0.5),
                          grid.voxel_size, pan3d.semantic.cpu().numpy(), pan3d.instance.cpu().numpy(), [camera],
                          f"{name}: 3D panoptic prediction (camera frame)")

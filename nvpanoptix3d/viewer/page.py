@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import fileio
+from ..fusion.scene import pack
+from ..geometry import Intrinsics
 from ..labels import CEILING, COLORS, NAMES, NUM_CLASSES, is_thing
 
 SCRIPT = Path(__file__).with_name("static") / "scene.js"
@@ -27,35 +29,25 @@ _FACES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 
 class PageCamera:
     """A camera drawn as a frustum: camera-to-world (OpenCV axes) and its pinhole."""
     camera_to_world: np.ndarray
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
+    intrinsics: Intrinsics
 
 
 def surface(coords: np.ndarray) -> np.ndarray:
     """N bool: voxels with at least one of their six face neighbours empty."""
-    keys = _keys(coords)
+    keys = pack(coords)
     order = np.sort(keys)
     inner = np.ones(len(coords), bool)
     for step in _FACES:
-        k = _keys(coords + step)
+        k = pack(coords + step)
         pos = np.searchsorted(order, k).clip(max=len(order) - 1)
         inner &= order[pos] == k
     return ~inner
 
 
-def _keys(coords: np.ndarray) -> np.ndarray:
-    c = coords.astype(np.int64) + (1 << 20)
-    return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
-
-
 def coarsen(coords: np.ndarray, semantic: np.ndarray, instance: np.ndarray):
     """Voxels twice the size: each coarse voxel takes the label of its first fine voxel."""
     coarse = np.floor_divide(coords, 2)
-    _, first = np.unique(_keys(coarse), return_index=True)
+    _, first = np.unique(pack(coarse), return_index=True)
     return coarse[first], semantic[first], instance[first]
 
 
@@ -83,8 +75,8 @@ def scene_data(coords: np.ndarray, voxel_size: float, semantic: np.ndarray, inst
         "classes": [{"id": i, "name": NAMES[i], "color": list(COLORS[i]), "present": i in present and i != 0}
                     for i in range(NUM_CLASSES)],
         "objects": objects, "up": up, "forward": forward, "frustum_depth": 0.3,
-        "cameras": [{"c2w": np.asarray(c.camera_to_world, float).round(5).tolist(), "fx": c.fx, "fy": c.fy,
-                     "cx": c.cx, "cy": c.cy, "width": c.width, "height": c.height} for c in cameras],
+        "cameras": [{"c2w": np.asarray(c.camera_to_world, float).round(5).tolist(), **asdict(c.intrinsics)}
+                    for c in cameras],
     }
 
 
