@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import SkillBankError
 from .skill import Skill
+from .spec import schema_node
 
 _FALLBACK = {"eval_dataset": "train_datasets", "inference_dataset": "eval_dataset"}
 _ERROR_FOR_FILE = {"meta/frustum_mask.npz": "Missing frustum mask"}
@@ -98,13 +99,6 @@ def localize(root: str) -> Path:
     return path
 
 
-def _allowed_values(schema: dict, dotted: str) -> list:
-    node = schema
-    for part in dotted.split("."):
-        node = node.get("properties", {}).get(part, {})
-    return node.get("enum", [])
-
-
 def data_overrides(skill: Skill, action: str, roots: DatasetRoots, fetch: bool = True) -> dict[str, str]:
     """One override per row of the skill's requirement table, each checked to exist. fetch=False (a dry run)
     never touches the network: s3:// roots stay URLs, unchecked."""
@@ -112,7 +106,7 @@ def data_overrides(skill: Skill, action: str, roots: DatasetRoots, fetch: bool =
     local: dict[str, Path] = {}
     schema = skill.load_schema(action) if skill.requirements_for(action) else {}
     for req in skill.requirements_for(action):
-        if req.relative_path in _allowed_values(schema, req.spec_key):
+        if req.relative_path in (schema_node(schema, req.spec_key) or {}).get("enum", []):   # a value, not a file
             overrides[req.spec_key] = req.relative_path
             continue
         root = roots.root_for(req.source)

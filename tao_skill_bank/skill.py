@@ -55,6 +55,7 @@ class Skill:
     error_patterns: dict[str, str]
     schemas_dir: Path = field(default=None)
     references_dir: Path = field(default=None)
+    info: dict | None = None                                 # references/skill_info.yaml (None: no such file)
     inputs: dict[str, dict] = field(default_factory=dict)   # action -> {spec key: {type, optional}} (skill_info)
     notes: list[str] = field(default_factory=list)          # what the loader read but does not check
 
@@ -99,25 +100,17 @@ class Skill:
             raise SkillBankError(f"{path}: spec template missing; run `make schemas` to generate it")
         return yaml.safe_load(path.read_text()) or {}
 
-    def skill_info(self) -> dict:
-        path = self.references_dir / "skill_info.yaml"
-        if not path.is_file():
-            raise SkillBankError(f"{path}: missing; run `make schemas` to generate it")
-        return yaml.safe_load(path.read_text())
-
     def pretrained_model(self) -> str:
         """The skill's shipped weights (skill_info.yaml `pretrained_model`, relative to references/); "" when it
         ships none or the file is absent."""
-        path = self.references_dir / "skill_info.yaml"
-        relative = (yaml.safe_load(path.read_text()) or {}).get("pretrained_model") if path.is_file() else None
+        relative = (self.info or {}).get("pretrained_model")
         if not relative:
             return ""
         weights = (self.references_dir / relative).resolve()
         return str(weights) if weights.is_file() else ""
 
     def container_image(self) -> str | None:
-        path = self.references_dir / "skill_info.yaml"
-        return (yaml.safe_load(path.read_text()) or {}).get("container_image") if path.is_file() else None
+        return (self.info or {}).get("container_image")
 
     def resume_keys(self, action: str) -> set[str]:
         """Spec keys a resume re-infers (the job's own last checkpoint); everything else keeps its stored value."""
@@ -169,8 +162,8 @@ def load_skill(directory: str | Path) -> Skill:
     skill.schemas_dir = (directory / front.get("schemas", "schemas")).resolve()
     skill.references_dir = (directory / front.get("references", "references")).resolve()
     info_path = skill.references_dir / "skill_info.yaml"
-    info = (yaml.safe_load(info_path.read_text()) or {}) if info_path.is_file() else {}
-    for action, entry in (info.get("actions") or {}).items():   # TAO's layout: actions live in skill_info.yaml
+    skill.info = (yaml.safe_load(info_path.read_text()) or {}) if info_path.is_file() else None
+    for action, entry in ((skill.info or {}).get("actions") or {}).items():   # TAO's layout: actions live here
         if isinstance(entry, dict):
             skill.actions.setdefault(action, entry.get("command", ""))
             skill.inputs[action] = entry.get("inputs") or {}
