@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nvpanoptix3d.cli import apply_overrides  # noqa: E402
 from nvpanoptix3d.config import ExperimentConfig, from_dict  # noqa: E402
 from nvpanoptix3d.depth.multiview import plane_sweep  # noqa: E402
-from nvpanoptix3d.engine.inference import _model, read_depth  # noqa: E402
+from nvpanoptix3d.engine.inference import inference_model, read_depth  # noqa: E402
 from nvpanoptix3d.inputs.camera_fit import fit_depth, fit_rgb  # noqa: E402
 from nvpanoptix3d.inputs.images import read_photo  # noqa: E402
 from nvpanoptix3d.inputs.posed import read_posed_folder  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7100)
     a = p.parse_args()
     cfg = from_dict(ExperimentConfig, apply_overrides({}, [f"inference.checkpoint={WEIGHTS}"]))
-    module, device, grid = _model(cfg)
+    module, device, grid = inference_model(cfg)
     k = grid.intrinsics
     every = torch.ones(1, dtype=torch.bool)
     rows: dict[str, list[dict]] = {s: [] for s in ("mono", "multiview", "combined", "combined:confident",

@@ -30,7 +30,7 @@ from .predictor import device_for, load_for_action
 from .status import StatusWriter
 
 
-def _model(cfg: ExperimentConfig):
+def inference_model(cfg: ExperimentConfig):
     """The checkpoint's model on the action's device, and its frustum grid."""
     module = load_for_action(cfg, cfg.inference.checkpoint, "inference.checkpoint")
     device = device_for(cfg)
@@ -50,7 +50,7 @@ def run_inference(cfg: ExperimentConfig) -> dict:
     images, skipped = list_images(cfg.inference.images_dir, results / "inputs" / "images")
     if skipped:
         status.warn(f"skipped {len(skipped)} file(s) that are not .png / .jpg images, e.g. {skipped[0]}")
-    module, device, grid = _model(cfg)
+    module, device, grid = inference_model(cfg)
     mcfg = module.cfg
     width, height = mcfg.dataset.target_size
     status.write("start", action="inference", images=len(images), mode=cfg.inference.mode)
@@ -101,7 +101,7 @@ LIVE_EVERY = 25   # frames between the live view's snapshots of the scene fused 
 
 @torch.no_grad()
 def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) -> dict:
-    module, device, grid = _model(cfg)
+    module, device, grid = inference_model(cfg)
     mcfg = module.cfg
     k = grid.intrinsics
     source = choose_depth_source(cfg.dataset.depth_source, folder, status)
