@@ -60,7 +60,8 @@ def main() -> None:
     else:
         ctx = mp.get_context("spawn")
         ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        procs = [ctx.Process(target=_generate, args=(a.device, w * per, per, a.frames_per_scene, a.batch, ready, go, done))
+        procs = [ctx.Process(target=_generate,
+                             args=(a.device, w * per, per, a.frames_per_scene, a.batch, ready, go, done))
                  for w in range(a.workers)]
         for proc in procs:
             proc.start()

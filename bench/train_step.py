@@ -30,6 +30,43 @@ from nvpanoptix3d.model.losses import compute_losses, occupancy_grids  # noqa: E
 
 from engine_common import WEIGHTS  # noqa: E402  (bench/ is the script's own folder on sys.path)
 
+def training_step(stage: str, batch_size: int, precision: str, overrides: list[str], device: torch.device,
+                  wrap=None):
+    """(module, config, step): one training step of the shipped recipe on frames generated once; `wrap` (e.g.
+    DistributedDataParallel) wraps the module that computes the losses."""
+    torch.manual_seed(0)
+    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_train_step",
+                                                           f"dataset.synthetic.render_device={device.type}",
+                                                           f"dataset.enable_3d={str(stage != '2d').lower()}",
+                                                           f"dataset.train.batch_size={batch_size}"]
+                      + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if stage == "3d" else [])
+                      + list(overrides))
+    module = PanopticModule(cfg)
+    stage_init(module, cfg, StatusWriter(cfg.results_dir, enabled=False))  # --stage 3d: the shipped 2D stage
+    module = module.to(device).train()
+    module.on_train_batch_start(None, 0)  # a frozen 2D stage runs in eval mode, as in training
+    batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(batch_size)))).to(device)
+    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions)) if cfg.dataset.enable_3d \
+        else (None, None)
+    class Losses(torch.nn.Module):  # forward and losses in one call, as Lightning's training step runs under DDP
+        def __init__(self):
+            super().__init__()
+            self.model = module.model
+
+        def forward(self):
+            return compute_losses(self.model(batch.images, g64, g128), batch, cfg, g64, g128)
+
+    losses = wrap(Losses()) if wrap else Losses()
+
+    def step():
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            total = sum(losses().values())
+        total.backward()
+        module.zero_grad(set_to_none=True)
+
+    return module, cfg, step
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=2)
@@ -43,28 +80,8 @@ if __name__ == "__main__":
                    help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    cfg = load_config("scripts/specs/gpu_synthetic.yaml", ["results_dir=/tmp/bench_train_step",
-                                                           f"dataset.synthetic.render_device={device.type}",
-                                                           f"dataset.enable_3d={str(a.stage != '2d').lower()}",
-                                                           f"dataset.train.batch_size={a.batch}"]
-                      + (["train.freeze_2d=true", f"train.checkpoint_2d={WEIGHTS}"] if a.stage == "3d" else [])
-                      + a.set)
-    module = PanopticModule(cfg)
-    stage_init(module, cfg, StatusWriter(cfg.results_dir, enabled=False))  # --stage 3d: the shipped 2D stage
-    module = module.to(device).train()
-    module.on_train_batch_start(None, 0)  # a frozen 2D stage runs in eval mode, as in training
-    batch = collate(get_dataset(cfg.dataset, "train", True).__getitems__(list(range(a.batch)))).to(device)
-    g64, g128 = occupancy_grids(batch, tuple(cfg.model.frustum3d.grid_dimensions)) if cfg.dataset.enable_3d \
-        else (None, None)
+    module, cfg, step = training_step(a.stage, a.batch, a.precision, a.set, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def step():
-        with torch.autocast(device.type, torch.bfloat16, enabled=a.precision == "bf16"):
-            out = module.model(batch.images, g64, g128)
-            losses = compute_losses(out, batch, cfg, g64, g128)
-        sum(losses.values()).backward()
-        module.zero_grad(set_to_none=True)
 
     times = []
     for _ in range(a.steps + 1):  # the first step warms up

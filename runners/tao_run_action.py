@@ -19,7 +19,8 @@ from tao_skill_bank import jobs as job_api  # noqa: E402
 from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
 from tao_skill_bank.errors import SkillBankError  # noqa: E402
 from tao_skill_bank.policy import resolve_policy, route_train  # noqa: E402
-from tao_skill_bank.runner import ActionRequest, launch, overrides_from_args, prepare  # noqa: E402
+from tao_skill_bank.runner import (ActionRequest, launch, overrides_from_args, parse_backend_options,  # noqa: E402
+                                  prepare)
 from tao_skill_bank.skill import load_skill  # noqa: E402
 
 
@@ -46,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slurm: partition, account, nodes, gpus_per_node, cpus_per_task, mem_per_cpu, time_limit, "
                         "container, container_runtime (pyxis | apptainer), mounts, requeue, warn_seconds, extra; "
                         "kubernetes: image, namespace, pvc, store_path, cpu, memory, service_account, backoff_limit")
-    p.add_argument("--image", help="docker image (backend docker)")
+    p.add_argument("--nodes", type=int, help="slurm / kubernetes: nodes (train: sets train.num_nodes)")
+    p.add_argument("--gpus-per-node", type=int, help="slurm / kubernetes: GPUs per node (train: sets train.num_gpus)")
+    p.add_argument("--partition", help="slurm: the partition")
+    p.add_argument("--namespace", help="kubernetes: the namespace")
+    p.add_argument("--pvc", help="kubernetes: the PersistentVolumeClaim that holds the job store and the data")
+    p.add_argument("--image", help="the engine's image: docker and kubernetes; slurm: the container (Pyxis or "
+                                   "Apptainer)")
     p.add_argument("--mount", action="append", default=[], help="extra docker bind host:container[:ro]")
     p.add_argument("--docker-env", action="append", default=[], metavar="NAME=VALUE", help="container env")
     p.add_argument("--host-python", action="store_true",
@@ -63,19 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def backend_options(args) -> dict:
-    import yaml
-    options: dict = {}
-    for item in args.backend_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SkillBankError(f"--backend-option {item!r}: write it as key=value")
-        options[key.strip()] = yaml.safe_load(value) if value else None
+    options = parse_backend_options(args.backend_option)
+    flags = {"nodes": args.nodes, "gpus_per_node": args.gpus_per_node, "partition": args.partition,
+             "namespace": args.namespace, "pvc": args.pvc,
+             ("container" if args.backend == "slurm" else "image"): args.image}
+    for key, value in flags.items():
+        if value is not None:
+            if args.backend not in ("slurm", "kubernetes") and key != "image":
+                raise SkillBankError(f"--{key.replace('_', '-')}: an option of the slurm and kubernetes backends, "
+                                     f"not {args.backend}")
+            options[key] = value
     if args.backend == "docker":
         if args.host_python:
             from tao_skill_bank.backends.docker_backend import host_python_options
             options = {**host_python_options(), **options}
-        if args.image:
-            options["image"] = args.image
         options["mounts"] = options.get("mounts", []) + args.mount
         options["env"] = {**options.get("env", {}), **dict(kv.split("=", 1) for kv in args.docker_env)}
     return options
@@ -115,6 +123,10 @@ def run(args) -> int:
     if not args.action:
         print("error: --action is required (train | evaluate | inference | export)", file=sys.stderr)
         return 2
+    if args.action == "train":  # the engine's world is the backend's: --nodes and --gpus-per-node set both
+        args.override += [f"{key}={value}" for key, value in (("train.num_nodes", args.nodes),
+                                                              ("train.num_gpus", args.gpus_per_node))
+                          if value is not None]
     resuming = _existing_action(store, args.job_id)
     if resuming == "automl":  # a sweep resumes its own study, never a new one
         print(f"[resume] {args.job_id} is an AutoML job: resuming its study", file=sys.stderr)
@@ -202,6 +214,8 @@ def _automl_argv(args) -> list[str]:
             argv += ["--" + flag.replace("_", "-"), value]
     for kv in args.override:
         argv += ["--override", kv]
+    for key, value in backend_options(args).items():   # as the direct route would hand them to the backend
+        argv += ["--backend-option", f"{key}={json.dumps(value)}"]
     if args.json:
         argv.append("--json")
     if args.dry_run:

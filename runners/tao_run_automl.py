@@ -19,7 +19,7 @@ from tao_skill_bank.automl import ALGORITHMS, REQUEST_FILE, AutoMLConfig, AutoML
 from tao_skill_bank.jobs import JobStore  # noqa: E402
 from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
 from tao_skill_bank.errors import SkillBankError  # noqa: E402
-from tao_skill_bank.runner import overrides_from_args  # noqa: E402
+from tao_skill_bank.runner import overrides_from_args, parse_backend_options  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir")
     p.add_argument("--job-id", help="resume this AutoML job")
     p.add_argument("--backend", default="local")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="each trial's backend option (see tao_run_action.py --help)")
     p.add_argument("--ptm")
     p.add_argument("--ptm-sha256")
     p.add_argument("--parent-job-id")
@@ -51,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what a sweep was started with; a resume (--job-id) takes every value the command line leaves out
 _STORED = {"train_dataset": None, "eval_dataset": None, "override": [], "params": [], "algorithm": "bayesian",
-           "max_trials": 10, "metric": "kpi", "ptm": None, "parent_job_id": None, "storage": None}
+           "max_trials": 10, "metric": "kpi", "ptm": None, "parent_job_id": None, "storage": None,
+           "backend_option": []}
 
 
 def _fill_from_stored_request(args) -> None:
@@ -75,7 +78,8 @@ def main(argv=None) -> int:
     try:
         _fill_from_stored_request(args)
         cfg = AutoMLConfig(args.skill, DatasetRoots(args.train_dataset, args.eval_dataset),
-                           overrides_from_args(args.override), args.jobs_dir, args.backend, {}, args.algorithm,
+                           overrides_from_args(args.override), args.jobs_dir, args.backend,
+                           parse_backend_options(args.backend_option), args.algorithm,
                            args.max_trials, args.max_concurrent, args.time_budget, args.metric, args.params,
                            args.storage, args.job_id, args.seed, args.ptm, args.parent_job_id,
                            [int(g) for g in args.gpu_ids.split(",") if g.strip()])

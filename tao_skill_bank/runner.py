@@ -48,6 +48,18 @@ def overrides_from_args(pairs: list[str]) -> dict[str, str]:
     return dict(parse_override(p) for p in pairs)
 
 
+def parse_backend_options(items: list[str]) -> dict:
+    """--backend-option KEY=VALUE items; each value read as YAML (numbers, booleans, lists)."""
+    import yaml
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SkillBankError(f"--backend-option {item!r}: write it as key=value")
+        options[key.strip()] = yaml.safe_load(value) if value else None
+    return options
+
+
 def engine_command(skill: Skill, action: str, backend: str, spec_path: str, results_dir: str,
                    container: bool = False) -> list[str]:
     """The skill's command for the action; without a container (local, or Slurm on storage the nodes share) the
@@ -88,6 +100,10 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
                              results_dir, container=bool(request.backend_options.get("container")))
     options = dict(request.backend_options)
+    nodes = int(get_dotted(spec, "train.num_nodes", 1) or 1) if request.action == "train" else 1
+    if nodes > 1 and request.backend in ("local", "docker"):
+        raise SkillBankError(f"train.num_nodes={nodes}: the {request.backend} backend runs on this machine alone; use "
+                             "--backend slurm or kubernetes for several nodes, or set train.num_nodes=1")
     if request.backend == "kubernetes":
         options.setdefault("image", skill.container_image())
     if request.backend in ("slurm", "kubernetes"):
@@ -125,6 +141,9 @@ def _stored_spec(store: JobStore, request: ActionRequest) -> dict | None:
     if not path.is_file():
         return None
     record = store.get(request.job_id)
+    if record.backend != request.backend:
+        raise SkillBankError(f"job {request.job_id} ran on the {record.backend} backend; resume it with --backend "
+                             f"{record.backend} (its checkpoints are where that backend wrote them)")
     if record.action != request.action:
         raise SkillBankError(f"job {request.job_id} is a {record.action} job; resume it with --action "
                              f"{record.action}")

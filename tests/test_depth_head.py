@@ -1,4 +1,5 @@
-"""The depth head and the depth the 3D stage lifts: mirror averaging, the refiner, the image guide, the depth loss's terms, the layout."""
+"""The depth head and the depth the 3D stage lifts: mirror averaging, the refiner, the image guide, the depth
+loss's terms, the layout."""
 from __future__ import annotations
 
 import dataclasses

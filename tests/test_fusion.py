@@ -123,7 +123,8 @@ def test_a_posed_folder_is_reconstructed_into_one_scene_through_the_runner(capsy
     summary = json.loads((scene / "summary.json").read_text())
     assert summary["posed_folder"] == "nerfstudio" and summary["depth_source"] == "sensor"
     volume = np.load(scene / "scene.npz")
-    assert len(volume["coords"]) == summary["scene_voxels"] > 1000 and float(volume["voxel_size"]) == pytest.approx(0.03)
+    assert len(volume["coords"]) == summary["scene_voxels"] > 1000
+    assert float(volume["voxel_size"]) == pytest.approx(0.03)
     objects = json.loads((scene / "scene_objects.json").read_text())
     assert len(objects) == summary["scene_objects"] and all(o["frames"] for o in objects)
     assert (scene / "scene.ply").read_bytes().startswith(b"ply\n") and (scene / "scene_top_down.png").is_file()

@@ -32,7 +32,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
     assert train["ok"], train
     assert train["report"] and "<h2>Training</h2>" in open(train["report"]).read()   # every job gets its report
     store = JobStore(jobs)
-    status = [json.loads(line) for line in (store.results_dir(train["job_id"]) / "status.json").read_text().splitlines()]
+    status = read_status(store.results_dir(train["job_id"]))
     assert any(e["event"] == "checkpoint" for e in status)
     spec_keys = TINY_OVERRIDES + list(runtime)
     evaluate = _run(capsys, "--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--parent-job-id",
@@ -102,12 +102,27 @@ def test_dry_run_prints_spec_and_command(capsys, tmp_path):
     (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--parent-job-id", "no-such-job"], "no-such-job"),
     (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--backend", "slurmish"], "backend 'slurmish'"),
     (["--action", "evaluate"], "--eval-dataset"),
+    (["--action", "train", "--automl-policy", "off", "--train-dataset", str(EXAMPLE), "--override",
+      "train.num_nodes=2"], "train.num_nodes=2: the local backend runs on this machine alone"),
+    (["--action", "evaluate", "--eval-dataset", str(EXAMPLE), "--partition", "gpu"],
+     "--partition: an option of the slurm and kubernetes backends, not local"),
 ])
 def test_bad_input_one_line_and_nonzero_exit(capsys, tmp_path, args, fragment):
     code = run_action(["--skill", str(SKILL), "--jobs-dir", str(tmp_path), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len([line for line in err if line.startswith("error:")]) == 1 and fragment in err[-1], err
+
+
+def test_a_job_resumes_only_on_the_backend_it_ran_on(capsys, tmp_path):
+    from tao_skill_bank.jobs import JobRecord
+    store = JobStore(tmp_path)
+    store.save(JobRecord("train-old", "train", "tao-train-nvpanoptix3d", "slurm", status="failed"))
+    store.spec_path("train-old").write_text("train: {}\n")
+    code = run_action(["--skill", str(SKILL), "--jobs-dir", str(tmp_path), "--action", "train", "--job-id",
+                       "train-old", "--train-dataset", str(EXAMPLE)])
+    assert code == 2 and "job train-old ran on the slurm backend; resume it with --backend slurm" in \
+        capsys.readouterr().err
 
 
 def test_docker_daemon_unreachable_is_one_clear_line(capsys, tmp_path, monkeypatch):
@@ -173,7 +188,7 @@ def test_resume_keeps_the_jobs_spec_and_never_starts_a_sweep(capsys, tmp_path):
     spec = yaml.safe_load(store.spec_path(first["job_id"]).read_text())
     assert spec["model"]["backbone_type"] == "resnet_tiny" and spec["train"]["num_epochs"] == 2
     assert spec["train"]["resume_training_checkpoint_path"].endswith("checkpoints/last.ckpt")
-    events = [json.loads(line) for line in (store.results_dir(first["job_id"]) / "status.json").read_text().splitlines()]
+    events = read_status(store.results_dir(first["job_id"]))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]  # epoch 1 is not trained twice
 
 

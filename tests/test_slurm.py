@@ -90,3 +90,19 @@ def test_a_requeued_job_resumes_from_its_checkpoint(tmp_path, slurm_cluster, mon
     assert epochs[-1] == 4 and len(epochs) == len(set(epochs))   # each epoch once
     monkeypatch.setenv("SLURM_CONF", slurm_cluster)
     assert job_state(slurm_id)[0] == "COMPLETED"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, fragment", [
+    (["--partition", "nope"], "partition 'nope' does not exist; pass --partition with one of debug"),
+    (["--gpus-per-node", "1"], "1 GPUs per node asked; partition debug's nodes have at most 0"),
+    (["--nodes", "2"], "2 nodes asked; partition debug has 1; pass --nodes 1 or fewer"),
+])
+def test_the_cluster_is_asked_before_a_job_is_submitted(capsys, tmp_path, slurm_cluster, monkeypatch, args,
+                                                         fragment):
+    from runners.tao_run_action import main as run_action
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster)
+    code = run_action(["--skill", str(SKILL), "--action", "train", "--automl-policy", "off", "--train-dataset",
+                       str(EXAMPLE), "--jobs-dir", str(tmp_path), "--backend", "slurm", "--dry-run", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and fragment in err[-1], err

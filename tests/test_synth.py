@@ -26,7 +26,8 @@ def test_frustum_grid_matches_the_reference_layout():
 
 
 def _frames():
-    rows = [r for split in ("train", "val", "test") for r in json.loads((EXAMPLE / "meta" / f"{split}.json").read_text())]
+    rows = [r for split in ("train", "val", "test")
+            for r in json.loads((EXAMPLE / "meta" / f"{split}.json").read_text())]
     for r in rows:
         d = EXAMPLE / "data" / r["scene_id"]
         yield (fileio.load_exr(d / f"depth_{r['image_id']}.exr"),

@@ -63,8 +63,9 @@ def test_resume_continues_bit_identically(tmp_path):
     # with the mirror on: which frames a step mirrors must not depend on where the run was resumed
     straight = _train(tmp_path, "straight", ["train.num_epochs=2", "dataset.mirror=0.5"])
     _train(tmp_path, "first", ["train.num_epochs=1", "dataset.mirror=0.5"])
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
     resumed = _train(tmp_path, "resumed", ["train.num_epochs=2", "dataset.mirror=0.5",
-                                          f"train.resume_training_checkpoint_path={tmp_path / 'first/checkpoints/last.ckpt'}"])
+                                          f"train.resume_training_checkpoint_path={first}"])
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
@@ -99,7 +100,8 @@ def test_ddp_over_two_cpu_processes_records_once_and_validates_each_frame_once(t
         assert epoch[key] == pytest.approx(alone[key], rel=1e-5, abs=1e-9), key
     # fewer validation frames than processes would leave one process without a shard: refused up front
     short = subprocess.run([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec),
-                            f"results_dir={tmp_path / 'short'}", f"dataset.val.json_path={EXAMPLE / 'meta' / 'val.json'}"],
+                            f"results_dir={tmp_path / 'short'}",
+                            f"dataset.val.json_path={EXAMPLE / 'meta' / 'val.json'}"],
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert short.returncode == 2 and "dataset.val: 1 frame(s) for 2 training processes" in short.stderr
 

@@ -105,6 +105,7 @@ def test_position_table_is_resized_as_dinov2_does_and_exports_to_onnx(tmp_path):
 
 
 def test_widths_the_rotary_embedding_cannot_split_are_refused_naming_the_key():
-    get_backbone(dataclasses.replace(ModelConfig(), backbone_type="vggt", embed_dim=200, depth=1))  # 200 = 1 head of 200: fine
+    # 200 = 1 head of 200: fine
+    get_backbone(dataclasses.replace(ModelConfig(), backbone_type="vggt", embed_dim=200, depth=1))
     with pytest.raises(SpecError, match="model.embed_dim: 50 leaves 50 channels"):
         get_backbone(dataclasses.replace(ModelConfig(), backbone_type="vggt", embed_dim=50, depth=1))

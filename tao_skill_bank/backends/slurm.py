@@ -12,6 +12,7 @@ on shared storage, which is what the runner's command already names).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -45,10 +46,28 @@ class SlurmBackend:
         self.input_paths = list(input_paths or [])
 
     def check(self) -> None:
-        missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(c) is None]
+        missing = [c for c in ("sbatch", "sinfo", "scontrol", "scancel") if shutil.which(c) is None]
         if missing:
             raise SkillBankError(f"slurm backend: {', '.join(missing)} not found on PATH; run the runner on a "
                                  "Slurm login node or use --backend local / docker")
+        partitions = _sinfo("%P|%D|%G")
+        if partitions is None:
+            return  # the controller did not answer: sbatch will say why
+        default = next((p.rstrip("*") for p, _, _ in partitions if p.endswith("*")), None)
+        name = self.partition or default
+        rows = [(int(nodes), _gpus(gres)) for p, nodes, gres in partitions if p.rstrip("*") == name]
+        if not rows:
+            known = ", ".join(sorted({p.rstrip("*") for p, _, _ in partitions}))
+            raise SkillBankError(f"slurm backend: partition {name!r} does not exist; pass --partition with one of "
+                                 f"{known}")
+        nodes, most = sum(n for n, _ in rows), max(g for _, g in rows)
+        if self.nodes > nodes:
+            raise SkillBankError(f"slurm backend: {self.nodes} nodes asked; partition {name} has {nodes}; pass "
+                                 f"--nodes {nodes} or fewer (train.num_nodes)")
+        if self.gpus_per_node > most:
+            raise SkillBankError(f"slurm backend: {self.gpus_per_node} GPUs per node asked; partition {name}'s nodes "
+                                 f"have at most {most} (sinfo -p {name} -o %G); pass --gpus-per-node {most} or fewer "
+                                 "(train.num_gpus)")
 
     # ------------------------------------------------------------------ the script
     def script(self, record, store) -> str:
@@ -136,6 +155,19 @@ def job_state(slurm_id: str) -> tuple[str, int]:
     if signal_no.isdigit() and int(signal_no):
         exit_code = 128 + int(signal_no)
     return fields.get("JobState", "UNKNOWN"), exit_code
+
+
+def _sinfo(fields: str) -> list[tuple[str, ...]] | None:
+    """sinfo's rows (one per partition and node state), split on '|'; None if the controller does not answer."""
+    shown = subprocess.run(["sinfo", "-h", "-o", fields], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    return [tuple(line.split("|")) for line in shown.stdout.splitlines() if line.strip()]
+
+
+def _gpus(gres: str) -> int:
+    """GPUs per node in a GRES string: gpu:4, gpu:a100:8(S:0-1), gpu:a100:4,gpu:v100:2 (6), (null) (0)."""
+    return sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
 
 
 def _copy_new(path: Path, offset: int, log: BinaryIO) -> int:
