@@ -69,10 +69,12 @@ def _census(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def _ncc_cost(warped, ref_img, ref_mean, ref_var, window):
-    mean_w = _box(warped, window)
-    var_w = _box(warped ** 2, window) - mean_w ** 2
-    cov = _box(warped * ref_img, window) - mean_w * ref_mean
-    return 1 - cov / torch.sqrt((var_w * ref_var).clamp(min=1e-8))
+    """1 - zero-mean NCC of each warped image with the reference over the window (one pooling call)."""
+    n = warped.shape[0]
+    pooled = _box(torch.cat([warped, warped * warped, warped * ref_img], 0), window)
+    mean_w, mean_sq, mean_cross = pooled[:n], pooled[n:2 * n], pooled[2 * n:]
+    cov = mean_cross - mean_w * ref_mean
+    return 1 - cov / torch.sqrt(((mean_sq - mean_w ** 2) * ref_var).clamp(min=1e-8))
 
 
 def _census_cost(warped, ref_census, window):
@@ -102,23 +104,25 @@ def plane_sweep(images: list[torch.Tensor], poses: list[np.ndarray], ref: int, k
     ref_img = _gray(images[ref].to(device))
     ref_mean, ref_var = _box(ref_img, window), _box(ref_img ** 2, window) - _box(ref_img, window) ** 2
     ref_census = _census(ref_img, window) if cost_kind == "census" else None
-    cost = torch.zeros(planes, h, w, device=device)
     c2w_ref = torch.as_tensor(poses[ref], dtype=torch.float32, device=device)
-    for s in sources:
-        w2c_src = torch.as_tensor(np.linalg.inv(poses[s]), dtype=torch.float32, device=device)
-        rel = w2c_src @ c2w_ref                                            # reference camera -> source camera
-        rotated = rel[:3, :3] @ rays                                       # 3 x HW
-        src_img = _gray(images[s].to(device))
-        p = rotated[None] * (1 / inverse)[:, None, None] + rel[:3, 3:4][None]   # all planes at once: P x 3 x HW
-        z = p[:, 2].clamp(min=1e-3)
-        su, sv = p[:, 0] / z * k.fx + k.cx, p[:, 1] / z * k.fy + k.cy
-        grid = torch.stack([(su + 0.5) / w * 2 - 1, (sv + 0.5) / h * 2 - 1], -1).reshape(planes, h, w, 2)
-        warped = F.grid_sample(src_img.expand(planes, -1, -1, -1), grid, align_corners=False,
-                               padding_mode="zeros")                       # planes x 1 x H x W
-        inside = (grid.abs() <= 1).all(-1)[:, None].float()
+    cost = torch.zeros(planes, h, w, device=device)
+    # a GPU takes every source and plane in one batch (a few large kernels, not many small ones); a CPU one source
+    # at a time, which stays in its caches
+    for group in [sources] if device.type == "cuda" else [[s] for s in sources]:
+        w2c = torch.as_tensor(np.linalg.inv(np.stack([poses[s] for s in group])), dtype=torch.float32, device=device)
+        rel = w2c @ c2w_ref                                                 # G x 4 x 4: reference -> source camera
+        p = rel[:, None, :3, :3] @ rays * (1 / inverse)[None, :, None, None] + rel[:, None, :3, 3:4]  # G x P x 3 x HW
+        z = p[:, :, 2].clamp(min=1e-3)
+        su, sv = p[:, :, 0] / z * k.fx + k.cx, p[:, :, 1] / z * k.fy + k.cy
+        n = len(group) * planes
+        grid = torch.stack([(su + 0.5) / w * 2 - 1, (sv + 0.5) / h * 2 - 1], -1).reshape(n, h, w, 2)
+        src = torch.cat([_gray(images[s].to(device)) for s in group])      # G x 1 x H x W
+        warped = F.grid_sample(src[:, None].expand(-1, planes, -1, -1, -1).reshape(n, 1, h, w), grid,
+                               align_corners=False, padding_mode="zeros")  # GP x 1 x H x W
         one = _census_cost(warped, ref_census, window) if cost_kind == "census" else \
             _ncc_cost(warped, ref_img, ref_mean, ref_var, window)
-        cost += torch.where(_box(inside, window) > 0.99, one, torch.full_like(one, 2.0))[:, 0]
+        inside = _box((grid.abs() <= 1).all(-1)[:, None].float(), window) > 0.99  # the window inside the source
+        cost += torch.where(inside, one, torch.full_like(one, 2.0)).reshape(len(group), planes, h, w).sum(0)
     cost = _box(cost[:, None] / len(sources), window)[:, 0]               # aggregate over the window
     best = cost.argmin(0)
     best_cost = cost.gather(0, best[None])[0]
