@@ -54,7 +54,8 @@ def training_step(stage: str, batch_size: int, precision: str, overrides: list[s
             self.model = module.model
 
         def forward(self):
-            return compute_losses(self.model(batch.images, g64, g128), batch, cfg, g64, g128)
+            label = self.model.stage3d.label if self.model.stage3d is not None else None
+            return compute_losses(self.model(batch.images, g64, g128), batch, cfg, g64, g128, label)
 
     losses = wrap(Losses()) if wrap else Losses()
 

@@ -1,5 +1,6 @@
 """Turn a training checkpoint into the shipped weights: safetensors with the model config as metadata, the large
-matrices int8 with a scale per slice and the other tensors fp16 (half the size of all-fp16, metrics within a thousandth; --fp16 keeps every tensor fp16).
+matrices int8 with a scale per slice and the other tensors fp16 (half the size of all-fp16, metrics within a
+thousandth; --fp16 keeps every tensor fp16).
 
     python scripts/export_weights.py CHECKPOINT.ckpt OUT.safetensors [--stage3d-from WEIGHTS] [--fp16]
         [--average OTHER ...]

@@ -39,7 +39,7 @@ def main(out: Path) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             g64, g128 = occupancy_grids(batch, (256, 256, 256))
             o = module.model(batch.images, g64, g128, batch.depths, 0.5)
-            loss = sum(compute_losses(o, batch, cfg, g64, g128).values())
+            loss = sum(compute_losses(o, batch, cfg, g64, g128, module.model.stage3d.label).values())
         opt.zero_grad()
         loss.backward()
         opt.step()

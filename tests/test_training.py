@@ -47,7 +47,7 @@ def _step(module, batch):
     from nvpanoptix3d.model.losses import compute_losses, occupancy_grids
     g64, g128 = occupancy_grids(batch, (256, 256, 256))
     out = module.model(batch.images, g64, g128)
-    return sum(compute_losses(out, batch, module.cfg, g64, g128).values())
+    return sum(compute_losses(out, batch, module.cfg, g64, g128, module.model.stage3d.label).values())
 
 
 def _train(tmp_path, name, extra):
@@ -190,12 +190,13 @@ def test_training_labels_only_the_voxels_its_losses_read(tmp_path):
     def losses_and_grads(dense: bool):
         module.zero_grad()
         out = module.model(batch.images, g64, g128)
+        stage, o = module.model.stage3d, out.out3d
+        label = stage.label
         if dense:
-            fine_index, fine_feat, pixels, query_embed = out.out3d.label.args
-            stage = module.model.stage3d
-            sem, query = stage._heads(fine_feat, stage.lifter.features_at(fine_index, 1, pixels), query_embed)
-            out.out3d.label = lambda rows: (sem[rows], query[rows])
-        losses = compute_losses(out, batch, cfg, g64, g128)
+            sem, query = stage._heads(o.fine_features, stage.lifter.features_at(o.fine_index, 1, o.pixels),
+                                      o.query_embed)
+            label = lambda _, rows: (sem[rows], query[rows])  # noqa: E731
+        losses = compute_losses(out, batch, cfg, g64, g128, label)
         sum(losses.values()).backward()
         grads = {n: p.grad.clone() for n, p in module.model.stage3d.named_parameters() if p.grad is not None}
         return {k: float(v) for k, v in losses.items()}, grads
@@ -234,10 +235,10 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     assert torch.equal(hidden[clear], (in_image & (behind >= 4))[clear])
     # on the real batch the weighting leaves the occupancy terms and changes the label ones
     from nvpanoptix3d.model.losses import compute_losses
-    plain = compute_losses(out, batch, cfg, g64, g128)
+    plain = compute_losses(out, batch, cfg, g64, g128, stage.label)
     f3 = dataclasses.replace(cfg.model.frustum3d, occluded_label_weight=3.0)
     both = compute_losses(out, batch, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=f3)),
-                          g64, g128)
+                          g64, g128, stage.label)
     assert all(plain[k] == both[k] for k in ("occ64", "occ128", "occ256"))
     for key in ("sem3d", "inst3d"):
         assert torch.isfinite(both[key]) and not math.isclose(float(plain[key]), float(both[key]), rel_tol=1e-4), key
@@ -245,13 +246,13 @@ def test_hidden_voxels_label_losses_weighted_by_occluded_label_weight(tmp_path):
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     occ = torch.tensor([[True, True, True, False]])
     sem = torch.tensor([[0, 0, 2, 1]])
-    o = SimpleNamespace(fine_logits=torch.zeros(1, 4), fine_hidden=torch.tensor([[False, True, False, True]]),
-                        label=lambda rows: (logits, torch.zeros(3, 1)))
+    o = SimpleNamespace(fine_logits=torch.zeros(1, 4), fine_hidden=torch.tensor([[False, True, False, True]]))
+    label = lambda *_: (logits, torch.zeros(3, 1))  # noqa: E731
     none = SimpleNamespace(query=torch.zeros(0, dtype=torch.long))
     ce = F.cross_entropy(logits, torch.tensor([0, 0, 2]), reduction="none")
-    plain, _ = _label_losses(o, occ, sem, sem, none)
+    plain, _ = _label_losses(o, occ, sem, sem, none, label)
     f3 = dataclasses.replace(cfg.model.frustum3d, occluded_label_weight=3.0)
-    weighted, _ = _label_losses(o, occ, sem, sem, none, label_weights(o, f3))
+    weighted, _ = _label_losses(o, occ, sem, sem, none, label, label_weights(o, f3))
     assert math.isclose(float(plain), float(ce.mean()), rel_tol=1e-6)
     assert math.isclose(float(weighted), float((ce[0] + 3 * ce[1] + ce[2]) / 5), rel_tol=1e-6)
 

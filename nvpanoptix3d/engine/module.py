@@ -50,7 +50,8 @@ class PanopticModule(L.LightningModule):
         if ratio > 0:
             teacher = torch.rand(batch.images.shape[0], generator=self._step_generator(0)) < ratio
         out = self.model(batch.images, g64, g128, batch.depths if ratio > 0 else None, teacher)
-        losses = compute_losses(out, batch, self.cfg, g64, g128)
+        stage3d = self.model.stage3d
+        losses = compute_losses(out, batch, self.cfg, g64, g128, stage3d.label if stage3d is not None else None)
         total = sum(losses.values())
         bs = batch.images.shape[0]
         self.log("loss", total, prog_bar=True, batch_size=bs, sync_dist=False)

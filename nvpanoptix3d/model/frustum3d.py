@@ -7,8 +7,6 @@ inference and ONNX export; `max_voxels` bounds the 256^3 level.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn
@@ -30,12 +28,16 @@ class Output3D:
     fine_valid: torch.Tensor         # B x K2 bool (inside the frustum)
     fine_logits: torch.Tensor        # B x K2 occupancy logits
     # B x K2 x num_classes and B x K2 x N voxel-to-query affinities: out of training only where the occupancy
-    # probability exceeds labelled_above (zero elsewhere); None in training, whose losses call label
+    # probability exceeds labelled_above (zero elsewhere); None in training, whose losses label the voxels they
+    # read with Frustum3D.label
     semantic_logits: torch.Tensor | None
     query_logits: torch.Tensor | None
     labelled_above: float
-    # rows (B x K2 bool) -> (semantic, affinities) of those voxels (R x num_classes, R x N, in rows.nonzero() order)
-    label: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    # what labelling a voxel reads: its features (B x K2 x F), the pixel features it projects onto (detached) and
+    # the query embeddings
+    fine_features: torch.Tensor
+    pixels: torch.Tensor
+    query_embed: torch.Tensor
     fine_hidden: torch.Tensor | None = None  # B x K2 bool: at least 4 voxels behind the lifted depth (training)
 
 
@@ -177,21 +179,22 @@ class Frustum3D(nn.Module):
         pixels = mask_features.detach()
         geometry, fine_feat, fine_lifted = self._occupancy(pixels, depth, forced64, forced128)
         fine_index, fine_valid, fine_logits = geometry[3:]
-        label = partial(self._label_rows, fine_index, fine_feat, pixels, query_embed)
+        reads = (fine_feat, pixels, query_embed)
         if label_all:  # static shapes for ONNX export
             semantic, query_logits = self._heads(fine_feat, self.lifter.features_at(fine_index, 1, pixels),
                                                  query_embed)
-            return Output3D(*geometry, semantic, query_logits, 0.0, label)
+            return Output3D(*geometry, semantic, query_logits, 0.0, *reads)
         if self.training:  # the losses label only the occupied voxels they read
             # the lifting cue sdf * inside is clamped at 4 voxels behind the depth: 1 there
-            return Output3D(*geometry, None, None, 0.0, label, fine_hidden=fine_lifted[..., -3] >= 1.0)
+            return Output3D(*geometry, None, None, 0.0, *reads, fine_hidden=fine_lifted[..., -3] >= 1.0)
         # the label heads over every candidate would cost more than the rest of the stage; most are free space
         occupied = fine_valid & (fine_logits.float().sigmoid() > self.label_above)
-        rows_semantic, rows_query = label(occupied)
-        semantic = rows_semantic.new_zeros(*occupied.shape, rows_semantic.shape[-1])
-        query_logits = rows_query.new_zeros(*occupied.shape, rows_query.shape[-1])
-        semantic[occupied], query_logits[occupied] = rows_semantic, rows_query
-        return Output3D(*geometry, semantic, query_logits, self.label_above, label)
+        out = Output3D(*geometry, None, None, self.label_above, *reads)
+        rows_semantic, rows_query = self.label(out, occupied)
+        out.semantic_logits = rows_semantic.new_zeros(*occupied.shape, rows_semantic.shape[-1])
+        out.query_logits = rows_query.new_zeros(*occupied.shape, rows_query.shape[-1])
+        out.semantic_logits[occupied], out.query_logits[occupied] = rows_semantic, rows_query
+        return out
 
     def _occupancy(self, pixels: torch.Tensor, depth: torch.Tensor, forced64: torch.Tensor | None,
                    forced128: torch.Tensor | None) -> tuple[tuple, torch.Tensor, torch.Tensor]:
@@ -251,12 +254,14 @@ class Frustum3D(nn.Module):
         embed = pixel + self.embed(head_in)
         return self.semantic(head_in), embed @ query_embed.transpose(-1, -2)
 
-    def _label_rows(self, fine_index, fine_feat, pixels, query_embed, rows: torch.Tensor):
+    def label(self, out: Output3D, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Semantic logits and query affinities of the voxels `rows` (B x K2 bool) picks: R x num_classes and
+        R x N, in rows.nonzero() order."""
         semantic, query = [], []
         for i in range(rows.shape[0]):
             r = rows[i].nonzero()[:, 0]
-            pixel = self.lifter.features_at(fine_index[i:i + 1, r], 1, pixels[i:i + 1])[0]
-            sem, aff = self._heads(fine_feat[i, r], pixel, query_embed[i])
+            pixel = self.lifter.features_at(out.fine_index[i:i + 1, r], 1, out.pixels[i:i + 1])[0]
+            sem, aff = self._heads(out.fine_features[i, r], pixel, out.query_embed[i])
             semantic.append(sem)
             query.append(aff)
         return torch.cat(semantic), torch.cat(query)

@@ -163,15 +163,15 @@ def _weighted_bce(logits, target, valid, surface_weight):
     return loss / w.sum().clamp(min=1.0)
 
 
-def _label_losses(o, occ, sem, inst, matches: Matches, voxel_weight: torch.Tensor | None = None
+def _label_losses(o, occ, sem, inst, matches: Matches, label, voxel_weight: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled, as
-    means weighted by voxel_weight (B x K; None: alike)."""
+    """3D semantic and instance losses on the truly occupied candidates (occ), the only voxels labelled (by
+    label(o, occ), the 3D stage's label heads), as means weighted by voxel_weight (B x K; None: alike)."""
     zero = o.fine_logits.sum() * 0
     if not occ.any():
         return zero, zero
     weight = None if voxel_weight is None else voxel_weight[occ]
-    semantic_logits, query_logits = o.label(occ)
+    semantic_logits, query_logits = label(o, occ)
     sem_loss = _weighted_mean(F.cross_entropy(semantic_logits.float(), sem[occ], reduction="none"), weight)
     if not len(matches.query):
         return sem_loss, zero
@@ -198,7 +198,8 @@ def label_weights(o, f3) -> torch.Tensor | None:
     return None
 
 
-def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128) -> dict:
+def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentConfig, g64, g128, label
+              ) -> dict:
     f3 = cfg.model.frustum3d
     o = out.out3d
     w64, w128, w256 = f3.completion_weights
@@ -210,7 +211,7 @@ def losses_3d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     loss128 = _weighted_bce(o.mid_logits, mid_gt, o.mid_logits > -19.0, 0.0)
     occ, sem, inst = fine_truth(o, batch, side)
     loss256 = _weighted_bce(o.fine_logits, occ, o.fine_valid, 0.0)
-    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, label_weights(o, f3))
+    sem_loss, inst_loss = _label_losses(o, occ, sem, inst, matches, label, label_weights(o, f3))
     return {"occ64": w64 * loss64, "occ128": w128 * loss128, "occ256": w256 * loss256,
             "sem3d": f3.panoptic_weight * sem_loss, "inst3d": f3.panoptic_weight * inst_loss}
 
@@ -232,9 +233,10 @@ def losses_2d(out: ModelOutput, batch: Batch, matches: Matches, cfg: ExperimentC
     return losses
 
 
-def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None) -> dict:
+def compute_losses(out: ModelOutput, batch: Batch, cfg: ExperimentConfig, g64=None, g128=None, label=None) -> dict:
+    """label: the 3D stage's Frustum3D.label, which labels the voxels the 3D losses read (needed with out.out3d)."""
     matches = match(out, batch, cfg)  # the 3D instance loss reads the matching too
     losses = {} if cfg.train.freeze_2d else losses_2d(out, batch, matches, cfg)
     if out.out3d is not None and batch.has_3d_truth:
-        losses.update(losses_3d(out, batch, matches, cfg, g64, g128))
+        losses.update(losses_3d(out, batch, matches, cfg, g64, g128, label))
     return losses
