@@ -1,7 +1,7 @@
 """3D stage: PRQ, occupancy IoU and semantic mIoU on held-out synthetic frames, and inference time per frame.
 
     python bench/engine_3d.py [--checkpoint PATH] [--frames N] [--depth predicted|ground_truth] [--depth-error F]
-        [--true-depth-on wall,floor] [--true-scale] [--per-class] [--set model.depth_head.layout_planes=off]
+        [--true-depth-on wall,floor] [--true-scale] [--per-class] [--set postprocess.layout_planes=off]
 
 Target (issue 5): PRQ >= 0.45 with the shipped weights. `--depth ground_truth` lifts with the true depth: the
 gap between the two runs is what the depth head costs, the rest is the 3D stage's own.

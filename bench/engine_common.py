@@ -25,7 +25,7 @@ def checkpoint_parser(frames: int, description: str | None = None) -> argparse.A
     p.add_argument("--checkpoint", default=str(WEIGHTS))
     p.add_argument("--frames", type=int, default=frames, help="held-out synthetic frames")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
+                   help="a spec override, e.g. postprocess.layout_planes=off (repeatable)")
     return p
 
 

@@ -1,10 +1,10 @@
-"""PRQ of one checkpoint at several occupancy thresholds (model.frustum3d.occupancy_threshold), smallest
-segments kept (model.frustum3d.min_segment_voxels) and query scores kept (model.mask_former.object_mask_threshold),
+"""PRQ of one checkpoint at several occupancy thresholds (postprocess.occupancy_threshold), smallest
+segments kept (postprocess.min_segment_voxels) and query scores kept (postprocess.object_mask_threshold),
 one forward pass per frame: how the shipped defaults were chosen. Each setting also gets the paired bootstrap
 interval of its PRQ minus the spec's setting's (bench/ab_prq.py), over the same frames (whole scenes resampled).
 
     python bench/occupancy_threshold.py [--checkpoint PATH] [--frames 48] [--split val] [--thresholds 0.15,0.2,0.3]
-        [--min-segments 0,1500] [--object-mask-thresholds 0.3,0.5] [--set model.depth_head.layout_planes=off]
+        [--min-segments 0,1500] [--object-mask-thresholds 0.3,0.5] [--set postprocess.layout_planes=off]
 
 Choose on the validation split (seed+1), report on the test split (seed+2).
 """
@@ -22,9 +22,9 @@ from nvpanoptix3d.model.postprocess import panoptic_3d
 
 
 def with_threshold(cfg, threshold: float, min_segment: int, object_mask: float):
-    f3 = dataclasses.replace(cfg.model.frustum3d, occupancy_threshold=threshold, min_segment_voxels=min_segment)
-    mf = dataclasses.replace(cfg.model.mask_former, object_mask_threshold=object_mask)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=f3, mask_former=mf))
+    return dataclasses.replace(cfg, postprocess=dataclasses.replace(
+        cfg.postprocess, occupancy_threshold=threshold, min_segment_voxels=min_segment,
+        object_mask_threshold=object_mask))
 
 
 def values(text: str | None, default: float, kind=float) -> list:
@@ -37,13 +37,13 @@ if __name__ == "__main__":
     p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.4")
     p.add_argument("--min-segments", default=None, help="min_segment_voxels values (default: the spec's)")
     p.add_argument("--object-mask-thresholds", default=None,
-                   help="mask_former.object_mask_threshold values (default: the spec's)")
+                   help="postprocess.object_mask_threshold values (default: the spec's)")
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     add_views_argument(p)
     args = p.parse_args()
     module, dataset, device = load_checkpoint(args.checkpoint, args.split, tuple(args.set))
-    spec = (module.cfg.model.frustum3d.occupancy_threshold, module.cfg.model.frustum3d.min_segment_voxels,
-            module.cfg.model.mask_former.object_mask_threshold)
+    spec = (module.cfg.postprocess.occupancy_threshold, module.cfg.postprocess.min_segment_voxels,
+            module.cfg.postprocess.object_mask_threshold)
     thresholds = values(args.thresholds, spec[0])
     sizes = values(args.min_segments, spec[1], int)
     object_masks = values(args.object_mask_thresholds, spec[2])

@@ -78,7 +78,7 @@ if __name__ == "__main__":
     p.add_argument("--loader-batches", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: the spec's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a spec override, e.g. model.depth_head.layout_planes=off (repeatable)")
+                   help="a spec override, e.g. postprocess.layout_planes=off (repeatable)")
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module, cfg, step = training_step(a.stage, a.batch, a.precision, a.set, device)

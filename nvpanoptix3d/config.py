@@ -55,11 +55,6 @@ class MaskFormerConfig:
     mask_weight: float = param(5.0, "Weight of the mask BCE loss.", minimum=0.0, maximum=100.0, automl=True)
     dice_weight: float = param(5.0, "Weight of the mask dice loss.", minimum=0.0, maximum=100.0, automl=True)
     no_object_weight: float = param(0.1, "Classification weight of the no-object class.", minimum=0.0, maximum=1.0)
-    test_topk: int = param(100, "Queries kept at inference.", minimum=1, maximum=300)
-    object_mask_threshold: float = param(0.5, "Score below which a query is dropped at inference.",
-                                         minimum=0.0, maximum=1.0)
-    overlap_threshold: float = param(0.8, "Visible fraction a query mask must keep to form a segment.",
-                                     minimum=0.0, maximum=1.0)
 
 
 @dataclass
@@ -88,15 +83,6 @@ class DepthHeadConfig:
                                 "to stride 2 with a small convolution stack over the image itself; it starts from "
                                 "the stride-4 depth bilinearly upsampled, so a trained head grows it in place. 0: "
                                 "depth at stride 4.", minimum=0, maximum=128)
-    # weightless, out of training only: a per-frame fit would slow the 3D training step 2.6x
-    layout_planes: str = param("walls_floor", "Out of training, replace the depth of wall pixels (walls) or of wall "
-                               "and floor pixels (walls_floor) by a fitted Manhattan layout (a floor plane, vertical "
-                               "walls at right angles) before the 3D stage lifts it; off: lift the depth head's "
-                               "depth.", options=["off", "walls", "walls_floor"])
-    flip_average: bool = param(True, "Out of training, average the depth with the depth of the mirrored image, "
-                               "mirrored back (one more pass of the backbone and depth head; the camera's "
-                               "principal point is the image's centre, so the mirror image is a view of a "
-                               "mirrored room with the same intrinsics).")
 
 
 @dataclass
@@ -122,17 +108,6 @@ class Frustum3DConfig:
                                   minimum=0.0, maximum=1.0, automl=True)
     max_voxels: int = param(400000, "Most candidate voxels at 256^3 in training and inference (export uses "
                             "export.max_voxels).", minimum=512, maximum=20_000_000)
-    # the 3D stage is under-confident when lifted with predicted depth: 0.2 is best on validation frames
-    occupancy_threshold: float = param(0.2, "Probability above which a voxel is occupied.", minimum=0.01,
-                                       maximum=0.99)
-    # segments under 1500 voxels are mostly false positives (RRQ up, RSQ unchanged on validation frames)
-    min_segment_voxels: int = param(1500, "Segments (a thing's instance, a stuff class) with fewer occupied voxels "
-                                    "are dropped from the output; 0 keeps every segment.", minimum=0,
-                                    maximum=1_000_000)
-    # a voxel's class decided alone is noisy at segment borders
-    semantic_smoothing_radius: int = param(2, "Each occupied voxel's 3D class probabilities are averaged over the "
-                                           "occupied voxels within this many voxels (a cube) before its class is "
-                                           "chosen; 0: each voxel alone.", minimum=0, maximum=4)
 
 
 @dataclass
@@ -154,6 +129,35 @@ class ModelConfig:
     mask_former: MaskFormerConfig = section(MaskFormerConfig, "Mask2Former-style query head.")
     depth_head: DepthHeadConfig = section(DepthHeadConfig, "Depth head (0.4-6 m).")
     frustum3d: Frustum3DConfig = section(Frustum3DConfig, "3D frustum stage.")
+
+
+@dataclass
+class PostprocessConfig:
+    """What evaluate and inference do with the network's outputs; no weights depend on these."""
+    # training lifts the depth head's own depth: a per-frame fit would slow the 3D training step 2.6x
+    layout_planes: str = param("walls_floor", "Replace the depth of wall pixels (walls) or of wall "
+                               "and floor pixels (walls_floor) by a fitted Manhattan layout (a floor plane, vertical "
+                               "walls at right angles) before the 3D stage lifts it; off: lift the depth head's "
+                               "depth.", options=["off", "walls", "walls_floor"])
+    flip_average: bool = param(True, "Average the depth with the depth of the mirrored image, "
+                               "mirrored back (one more pass of the backbone and depth head; the camera's "
+                               "principal point is the image's centre, so the mirror image is a view of a "
+                               "mirrored room with the same intrinsics).")
+    object_mask_threshold: float = param(0.5, "Score below which a query is dropped at inference.",
+                                         minimum=0.0, maximum=1.0)
+    overlap_threshold: float = param(0.8, "Visible fraction a query mask must keep to form a segment.",
+                                     minimum=0.0, maximum=1.0)
+    # the 3D stage is under-confident when lifted with predicted depth: 0.2 is best on validation frames
+    occupancy_threshold: float = param(0.2, "Probability above which a voxel is occupied.", minimum=0.01,
+                                       maximum=0.99)
+    # segments under 1500 voxels are mostly false positives (RRQ up, RSQ unchanged on validation frames)
+    min_segment_voxels: int = param(1500, "Segments (a thing's instance, a stuff class) with fewer occupied voxels "
+                                    "are dropped from the output; 0 keeps every segment.", minimum=0,
+                                    maximum=1_000_000)
+    # a voxel's class decided alone is noisy at segment borders
+    semantic_smoothing_radius: int = param(2, "Each occupied voxel's 3D class probabilities are averaged over the "
+                                           "occupied voxels within this many voxels (a cube) before its class is "
+                                           "chosen; 0: each voxel alone.", minimum=0, maximum=4)
 
 
 # ---------------------------------------------------------------- dataset
@@ -181,8 +185,8 @@ class DatasetConfig:
     name: str = param("front3d", "Data layout.", options=["front3d", "matterport", "synthetic"])
     label_map: str = param("", "meta/colormap.json: categories with id, trainId, name, color, isthing.")
     frustum_mask_path: str = param("", "meta/frustum_mask.npz (key mask, 256^3 bool).")
-    downsample_factor: int = param(1, "Image downsample factor: 1 for 3D-FRONT / synthetic, 2 for Matterport.",
-                                   minimum=1, maximum=8)
+    downsample_factor: int = param(0, "Image downsample factor; 0: the data set's own (2 for Matterport, 1 for "
+                                   "3D-FRONT and synthetic).", minimum=0, maximum=8)
     target_size: list = param([320, 240], "Image size (width, height) fed to the network.")
     depth_min: float = param(0.4, "Minimum depth (m).", minimum=0.0, maximum=10.0)
     depth_max: float = param(6.0, "Maximum depth (m).", minimum=0.5, maximum=100.0,
@@ -207,6 +211,11 @@ class DatasetConfig:
     train: SplitConfig = section(SplitConfig, "Training split.")
     val: SplitConfig = section(SplitConfig, "Validation split.", searched=False)
     test: SplitConfig = section(SplitConfig, "Test split.", searched=False)
+
+    @property
+    def downsample(self) -> int:
+        """downsample_factor, derived from the data set's name when 0."""
+        return self.downsample_factor or (2 if self.name == "matterport" else 1)
 
 
 # ---------------------------------------------------------------- train
@@ -305,15 +314,17 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = section(EvaluateConfig, "Evaluation.")
     inference: InferenceConfig = section(InferenceConfig, "Inference.")
     export: ExportConfig = section(ExportConfig, "Export.")
+    postprocess: PostprocessConfig = section(PostprocessConfig, "Test-time settings of evaluate and inference: "
+                                             "depth averaging and layout, thresholds, smallest segment, smoothing.")
 
 
 ACTIONS = ("train", "evaluate", "inference", "export")
 # Which top-level sections each action's schema and template carry.
 ACTION_SECTIONS = {
-    "train": ("results_dir", "encryption_key", "model", "dataset", "train"),
-    "evaluate": ("results_dir", "encryption_key", "model", "dataset", "evaluate"),
-    "inference": ("results_dir", "encryption_key", "model", "dataset", "inference"),
-    "export": ("results_dir", "encryption_key", "model", "dataset", "export"),
+    "train": ("results_dir", "encryption_key", "model", "dataset", "train", "postprocess"),
+    "evaluate": ("results_dir", "encryption_key", "model", "dataset", "evaluate", "postprocess"),
+    "inference": ("results_dir", "encryption_key", "model", "dataset", "inference", "postprocess"),
+    "export": ("results_dir", "encryption_key", "model", "dataset", "export", "postprocess"),
 }
 
 
@@ -329,7 +340,14 @@ RETIRED_KEYS = {
     "model.frustum3d.instance_within_class": (False, _MEASURED),
     "model.frustum3d.query_class_weight": (0.0, _MEASURED),
     "model.frustum3d.segment_balance": (0.0, _MEASURED),
+    "model.mask_former.test_topk": (100, "removed: never read; every query above "
+                                         "postprocess.object_mask_threshold is kept"),
 }
+# test-time keys that left the model section for postprocess
+MOVED_KEYS = {f"model.{section}.{key}": f"postprocess.{key}" for section, keys in (
+    ("depth_head", ("layout_planes", "flip_average")),
+    ("mask_former", ("object_mask_threshold", "overlap_threshold")),
+    ("frustum3d", ("occupancy_threshold", "min_segment_voxels", "semantic_smoothing_radius"))) for key in keys}
 
 
 class SpecError(ValueError):
@@ -353,6 +371,8 @@ def leaf_type(dotted: str) -> type | None:
         if part not in fields:
             if dotted in RETIRED_KEYS:
                 raise SpecError(f"{dotted}: {RETIRED_KEYS[dotted][1]}; drop the override")
+            if dotted in MOVED_KEYS:
+                raise SpecError(f"{dotted}: moved to {MOVED_KEYS[dotted]}; write it there")
             raise SpecError(f"{dotted}: unknown key {part!r}; valid keys there: {', '.join(sorted(fields))}")
         if not _is_section(fields[part]):
             return _leaf_type(fields[part]) if i == len(parts) - 1 else None
@@ -371,6 +391,8 @@ def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
         dotted = f"{path}.{key}" if path else key
         if _retired(dotted, value):
             continue
+        if dotted in MOVED_KEYS:
+            raise SpecError(f"{dotted}: moved to {MOVED_KEYS[dotted]}; write it there")
         if key not in fields:
             raise SpecError(f"{dotted}: unknown key; valid keys here: {', '.join(sorted(fields))}")
         f = fields[key]
@@ -436,8 +458,8 @@ RULES = [
      "error": "train.freeze_2d: a frozen 2D stage of random weights gives the 3D stage nothing to lift; set "
               "train.checkpoint_2d to trained weights"},
     {"require": "dataset.depth_min < dataset.depth_max", "error": "dataset.depth_min: must be below dataset.depth_max"},
-    {"require": "dataset.downsample_factor == (2 if dataset.name == 'matterport' else 1)",
-     "error": "dataset.downsample_factor: does not match dataset.name; use downsample_factor=2 for Matterport3D, "
+    {"require": "dataset.downsample_factor in (0, 2 if dataset.name == 'matterport' else 1)",
+     "error": "dataset.downsample_factor: does not match dataset.name; use 0 (derived), or 2 for Matterport3D, "
               "1 for Front3D / synthetic datasets"},
     {"require": "len(model.frustum3d.completion_weights) == 3",
      "error": "model.frustum3d.completion_weights: give three weights (64^3, 128^3, 256^3)"},

@@ -15,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tao_skill_bank import atomic  # noqa: E402
-from tao_skill_bank.automl import ALGORITHMS, REQUEST_FILE, AutoMLConfig, AutoMLRunner, summary_table  # noqa: E402
+from tao_skill_bank.automl import ALGORITHMS, REQUEST_FILE, AutoMLConfig, AutoMLRunner  # noqa: E402
+from tao_skill_bank.automl_summary import summary_table  # noqa: E402
 from tao_skill_bank.jobs import JobStore  # noqa: E402
 from tao_skill_bank.data_sources import DatasetRoots  # noqa: E402
 from tao_skill_bank.errors import SkillBankError  # noqa: E402

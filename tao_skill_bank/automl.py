@@ -7,9 +7,6 @@ AutoML job's folder by default), so an interrupted sweep resumes where it stoppe
 """
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
 import threading
 import time
@@ -19,118 +16,19 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import atomic
-from .conditions import evaluate_condition, get_dotted
+from .automl_summary import plot_trials, pruning_savings, trial_rows, write_summary
+from .conditions import get_dotted
 from .data_sources import DatasetRoots
 from .errors import SkillBankError
 from .jobs import (CANCELLED, DONE, FAILED, FINAL, PRUNED, RUNNING, JobRecord, JobStore, cancel_job,
                    last_error_line, read_status)
 from .runner import ActionRequest, launch, prepare
+from .search_space import SearchSpace
 from .skill import load_skill
-from .spec import schema_node, set_dotted
+from .spec import set_dotted
 
 ALGORITHMS = ("bayesian", "hyperband", "asha")
 REQUEST_FILE = "automl_request.json"   # in the sweep's job folder: what it was asked, for a resume
-
-
-@dataclass(frozen=True)
-class Parameter:
-    key: str
-    kind: str                     # float, int, bool, categorical
-    low: float | None = None
-    high: float | None = None
-    choices: tuple = ()
-    weights: tuple = ()
-    depends_on: tuple | None = None  # (key, required value)
-    log: bool = False
-
-    def suggest(self, trial: optuna.Trial):
-        if self.kind == "categorical" and self.weights:
-            # weighted choice through a uniform draw, so TPE can still model it
-            u = trial.suggest_float(self.key + "#u", 0.0, 1.0)
-            total, acc = sum(self.weights), 0.0
-            for choice, w in zip(self.choices, self.weights):
-                acc += w / total
-                if u < acc:
-                    trial.set_user_attr(self.key, choice)
-                    return choice
-            trial.set_user_attr(self.key, self.choices[-1])
-            return self.choices[-1]
-        if self.kind == "categorical":
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.kind == "bool":
-            return trial.suggest_categorical(self.key, [True, False])
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
-
-
-@dataclass
-class SearchSpace:
-    parameters: list[Parameter]
-    conditions: list[str] = field(default_factory=list)   # Python expressions over dotted keys
-
-    @classmethod
-    def from_schema(cls, schema: dict, extra: list[str] = (), exclude: set[str] = frozenset()) -> "SearchSpace":
-        keys = [k for k in list(schema.get("automl_default_parameters", [])) + list(extra) if k not in exclude]
-        params, conditions = [], []
-        for key in dict.fromkeys(keys):
-            node = schema_node(schema, key)
-            if node is None:
-                raise SkillBankError(f"--params {key}: not a key of the train schema")
-            dep = tuple(node["depends_on"].split("=", 1)) if "depends_on" in node else None
-            if "enum" in node:
-                params.append(Parameter(key, "categorical", choices=tuple(node["enum"]),
-                                        weights=tuple(node.get("option_weights", ())), depends_on=dep))
-            elif node["type"] == "boolean":
-                params.append(Parameter(key, "bool", depends_on=dep))
-            elif node["type"] in ("integer", "number"):
-                low, high = node.get("minimum", -math.inf), node.get("maximum", math.inf)
-                default = node.get("default")
-                if (math.isinf(low) or math.isinf(high)) and not (isinstance(default, (int, float)) and default > 0):
-                    raise SkillBankError(f"{key}: the schema gives no bounds and no positive default; it cannot "
-                                         "be searched (add minimum and maximum, or leave it out of --params)")
-                # search around the default: a decade each way for positive floats, within the bounds
-                if node["type"] == "number" and default and default > 0:
-                    low, high = max(low, default / 10), min(high, default * 10)
-                elif node["type"] == "integer":
-                    low, high = max(low, math.floor(default / 2)), min(high, max(default * 2, default + 2))
-                log = node["type"] == "number" and low > 0 and high / low >= 20
-                params.append(Parameter(key, "int" if node["type"] == "integer" else "float", low, high,
-                                        depends_on=dep, log=log))
-            else:
-                raise SkillBankError(f"{key}: type {node['type']} cannot be searched")
-        for node_key in _all_leaves(schema):  # conditions bind every trial, searched keys or not
-            node = schema_node(schema, node_key)
-            if "math_cond" in node and node["math_cond"] not in conditions:
-                conditions.append(node["math_cond"])
-        return cls(params, conditions)
-
-    def sample(self, trial: optuna.Trial, base_spec: dict) -> dict[str, object] | None:
-        """Values for this trial, or None when they break a math condition (the trial is never launched)."""
-        values: dict[str, object] = {}
-        spec = json.loads(json.dumps(base_spec))
-        for p in self.parameters:
-            if p.depends_on:
-                dep_key, required = p.depends_on
-                current = values.get(dep_key, get_dotted(spec, dep_key))
-                if str(current) != required:
-                    continue
-            values[p.key] = p.suggest(trial)
-            set_dotted(spec, p.key, values[p.key])
-        for cond in self.conditions:
-            if not evaluate_condition(cond, spec):
-                trial.set_user_attr("rejected_by", cond)
-                return None
-        return values
-
-
-def _all_leaves(schema: dict, prefix: str = ""):
-    for name, node in schema.get("properties", {}).items():
-        if node.get("type") == "object":
-            yield from _all_leaves(node, prefix + name + ".")
-        else:
-            yield prefix + name
 
 
 @dataclass
@@ -342,81 +240,19 @@ class AutoMLRunner:
             return self._write_summary(study)
 
     def _write_summary(self, study: optuna.Study) -> dict:
-        rows = []
-        for t in study.trials:
-            params = {k: v for k, v in t.params.items() if not k.endswith("#u")}
-            params.update({k: v for k, v in t.user_attrs.items() if k not in ("job_id", "rung", "rejected_by",
-                                                                               "seconds", "error")})
-            rows.append({"trial": t.number, "job_id": t.user_attrs.get("job_id"), "state": t.state.name.lower(),
-                         "rung": t.user_attrs.get("rung", 0), self.cfg.metric: t.value, "params": params,
-                         "seconds": t.user_attrs.get("seconds", 0.0),
-                         "note": t.user_attrs.get("rejected_by") or t.user_attrs.get("error")})
+        rows = trial_rows(study, self.cfg.metric)
         completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
         best = study.best_trial if completed else None
         summary = {"automl_job_id": self.job_id, "algorithm": self.cfg.algorithm, "metric": self.cfg.metric,
                    "direction": self.direction, "trials": rows,
                    "best_job_id": best.user_attrs.get("job_id") if best else None,
                    "best_trial": best.number if best else None, "best_value": best.value if best else None,
-                   **self._pruning_savings(rows)}
-        atomic.write_json(self.results / "summary.json", summary)
-        if best:
-            atomic.write_json(self.results / "best_rec.json", {"best_job_id": summary["best_job_id"],
-                                                               "trial": best.number, self.cfg.metric: best.value,
-                                                               "params": rows[best.number]["params"]})
-        with open(self.results / "summary.csv.tmp", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["trial", "state", "rung", self.cfg.metric, "job_id", "params"])
-            for r in rows:
-                writer.writerow([r["trial"], r["state"], r["rung"], r[self.cfg.metric], r["job_id"],
-                                 json.dumps(r["params"], sort_keys=True)])
-        os.replace(self.results / "summary.csv.tmp", self.results / "summary.csv")
-        self._plot(rows)
+                   **pruning_savings(rows, self._epochs())}
+        write_summary(self.results, summary)
+        plot_trials(self.results / "prq_over_trials.png", rows, self.cfg.metric,
+                    f"{self.job_id}: {self.cfg.metric} over trials")
         return summary
-
-    def _pruning_savings(self, rows: list[dict]) -> dict:
-        """Trial-seconds spent, and those a pruned trial would have spent running to the last epoch at its own
-        pace (what pruning saved; one trial holds one GPU, so these are GPU-seconds)."""
-        epochs = self._epochs()
-        spent = sum(r["seconds"] for r in rows)
-        saved = sum(r["seconds"] / r["rung"] * (epochs - r["rung"]) for r in rows
-                    if r["state"] == "pruned" and r["rung"] and r["seconds"])
-        return {"epochs_per_trial": epochs, "trial_seconds": round(spent, 1),
-                "trial_seconds_saved_by_pruning": round(saved, 1)}
 
     def _epochs(self) -> int:
         return int(self.cfg.overrides.get("train.num_epochs", self.cfg.overrides.get("num_epochs", 0)) or
                    get_dotted(self.skill.load_template("train"), "train.num_epochs"))
-
-    def _plot(self, rows: list[dict]) -> None:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for state, marker in (("complete", "o"), ("pruned", "x"), ("fail", "s")):
-            pts = [(r["trial"], r[self.cfg.metric]) for r in rows
-                   if r["state"] == state and r[self.cfg.metric] is not None]
-            if pts:
-                ax.scatter(*zip(*pts), marker=marker, label=state)
-        ax.set_xlabel("trial")
-        ax.set_ylabel(self.cfg.metric)
-        ax.set_title(f"{self.job_id}: {self.cfg.metric} over trials")
-        ax.legend()
-        fig.tight_layout()
-        tmp = self.results / ".prq_over_trials.png"
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        os.replace(tmp, self.results / "prq_over_trials.png")
-
-
-def summary_table(summary: dict) -> str:
-    metric = summary["metric"]
-    lines = [f"{'trial':>5}  {'state':<9} {'rung':>4}  {metric:>10}  params"]
-    for r in summary["trials"]:
-        value = "" if r[metric] is None else f"{r[metric]:.4f}"
-        lines.append(f"{r['trial']:>5}  {r['state']:<9} {r['rung']:>4}  {value:>10}  "
-                     f"{json.dumps(r['params'], sort_keys=True)}")
-    lines.append(f"best: trial {summary['best_trial']} job {summary['best_job_id']} {metric}={summary['best_value']}")
-    if "trial_seconds" in summary:
-        lines.append(f"trial time {summary['trial_seconds']:.0f} s; pruning saved "
-                     f"{summary['trial_seconds_saved_by_pruning']:.0f} s")
-    return "\n".join(lines)

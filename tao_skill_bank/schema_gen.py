@@ -96,6 +96,8 @@ def action_schema(action: str) -> dict:
         "popular": collect["popular"],
         "x_rules": [r for r in engine_config.RULES
                     if all(k.split(".")[0] in engine_config.ACTION_SECTIONS[action] for k in keys_of(r["require"]))],
+        # keys an earlier version of the skill had, and where they went: a user's old spec gets one line
+        "x_moved_keys": engine_config.MOVED_KEYS,
         "x_tao_schema": {"action": action, "model": MODEL, "schema_version": SCHEMA_VERSION},
     }
 

@@ -32,6 +32,9 @@ def schema_node(schema: dict, dotted: str) -> dict | None:
 
 def _schema_node(schema: dict, dotted: str) -> dict:
     """Like schema_node, but an unknown key is an error naming the first wrong part and the valid ones."""
+    moved = schema.get("x_moved_keys", {})
+    if dotted in moved:
+        raise SkillBankError(f"override {dotted}: moved to {moved[dotted]}; write it there")
     node = schema
     for part in dotted.split("."):
         props = node.get("properties")
@@ -91,6 +94,8 @@ def validate_spec(skill: Skill, action: str, spec: dict, schema: dict | None = N
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             key = ".".join(filter(None, [path, extra[0] if extra else ""]))
+            if key in schema.get("x_moved_keys", {}):
+                raise SkillBankError(f"spec key {key}: moved to {schema['x_moved_keys'][key]}; write it there")
             raise SkillBankError(f"spec key {key}: unknown key; valid keys there: "
                                  f"{', '.join(sorted(err.schema.get('properties', {})))}")
         message = err.message if len(err.message) <= 200 else f"{safe_yaml.clip(err.instance)} is not valid " \

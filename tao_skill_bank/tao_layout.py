@@ -28,7 +28,7 @@ JSON_TO_TAO = {"boolean": "bool", "integer": "int", "number": "float", "string":
                "object": "collection"}
 # what the SDK reads besides JSON Schema's own keywords (AutoML, the rules, annotations)
 SDK_KEYWORDS = {"automl_enabled", "automl_default_parameters", "automl_disabled_parameters", "popular",
-                "x_rules", "x_tao_type", "x_tao_schema", "math_cond", "option_weights", "depends_on"}
+                "x_rules", "x_moved_keys", "x_tao_type", "x_tao_schema", "math_cond", "option_weights", "depends_on"}
 JSON_KEYWORDS = {"$schema", "title", "description", "type", "properties", "additionalProperties", "required",
                  "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
                  "pattern", "items", "minItems", "maxItems", "anyOf", "oneOf", "const", "format"}
@@ -62,7 +62,7 @@ def json_schema(schema: dict) -> tuple[dict, list[str]]:
             elif key == "math_cond" and isinstance(value, str) and _CONDITION.match(value):
                 op, number = _CONDITION.match(value).groups()
                 out[_BOUND[op]] = float(number) if "." in number or "e" in number else int(number)
-            elif key in ("default", "popular", "enum", "x_rules", "automl_default_parameters",
+            elif key in ("default", "popular", "enum", "x_rules", "x_moved_keys", "automl_default_parameters",
                          "automl_disabled_parameters", "x_tao_schema", "items"):
                 out[key] = value
             else:

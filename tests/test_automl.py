@@ -12,7 +12,7 @@ import optuna
 import pytest
 from helpers import EXAMPLE, REPO, SKILL, TINY_OVERRIDES, TINY_TRAIN
 
-from tao_skill_bank.automl import SearchSpace
+from tao_skill_bank.search_space import SearchSpace
 from tao_skill_bank.conditions import evaluate_condition
 from tao_skill_bank.jobs import JobStore
 from tao_skill_bank.spec_params import parent_checkpoint

@@ -41,9 +41,11 @@ def test_bad_keys_name_their_path(spec, fragment):
 def test_fsdp_and_downsample_mismatch_refused_with_the_reason():
     with pytest.raises(SpecError, match=r"train.distributed_strategy: 'fsdp' is not one of \['ddp'\]"):
         from_dict(ExperimentConfig, {"train": {"distributed_strategy": "fsdp"}})
-    cfg = from_dict(ExperimentConfig, {"dataset": {"name": "matterport"}})
-    with pytest.raises(SpecError, match="downsample_factor=2 for Matterport3D"):
+    cfg = from_dict(ExperimentConfig, {"dataset": {"name": "matterport", "downsample_factor": 1}})
+    with pytest.raises(SpecError, match="use 0 \\(derived\\), or 2 for Matterport3D"):
         validate_semantics(cfg)
+    assert from_dict(ExperimentConfig, {"dataset": {"name": "matterport"}}).dataset.downsample == 2   # derived
+    assert ExperimentConfig().dataset.downsample == 1
 
 
 def test_freeze_2d_refused_where_it_would_train_nothing():
@@ -81,3 +83,25 @@ def test_a_retired_key_loads_at_its_old_default_and_is_one_line_when_set():
         from_dict(ExperimentConfig, {"model": {"frustum3d": {"context_layers": 2}}})
     with pytest.raises(SpecError, match="model.depth_head.segment_upsample: measured without gain"):
         apply_overrides({}, ["model.depth_head.segment_upsample=true"])
+
+
+def test_a_test_time_key_that_moved_to_postprocess_is_one_line_naming_its_new_place():
+    """In a spec: refused with where it went (engine and SDK). In a stored checkpoint's model section: dropped,
+    since the spec's postprocess decides."""
+    from nvpanoptix3d.engine.checkpoint import _architecture
+    with pytest.raises(SpecError, match="model.frustum3d.occupancy_threshold: moved to postprocess.occupancy_thr"):
+        from_dict(ExperimentConfig, {"model": {"frustum3d": {"occupancy_threshold": 0.3}}})
+    with pytest.raises(SpecError, match="model.depth_head.flip_average: moved to postprocess.flip_average"):
+        apply_overrides({}, ["model.depth_head.flip_average=false"])
+    stored = dataclasses.asdict(ExperimentConfig().model)
+    stored["mask_former"]["overlap_threshold"] = 0.1
+    assert from_dict(ExperimentConfig, {"model": _architecture(stored)}) == ExperimentConfig()
+    from tao_skill_bank.errors import SkillBankError
+    from tao_skill_bank.skill import load_skill
+    from tao_skill_bank.spec import resolve_spec
+    skill = load_skill(REPO / "skills" / "tao-train-nvpanoptix3d")
+    with pytest.raises(SkillBankError, match="override model.mask_former.object_mask_threshold: moved to "
+                                             "postprocess.object_mask_threshold; write it there"):
+        resolve_spec(skill, "inference", {"model.mask_former.object_mask_threshold": "0.4"})
+    assert resolve_spec(skill, "inference", {"postprocess.object_mask_threshold": "0.4"})["postprocess"][
+        "object_mask_threshold"] == 0.4

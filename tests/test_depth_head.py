@@ -19,7 +19,7 @@ def test_flip_average_makes_the_depth_mirror_equivariant(tmp_path):
     depth head alone is not, so a flip on the wrong axis or a missing flip back fails here. Training sees the
     plain depth."""
     cfg = load_config(str(spec_file(tmp_path)), [f"results_dir={tmp_path / 'r'}"])
-    assert cfg.model.depth_head.flip_average
+    assert cfg.postprocess.flip_average
     torch.manual_seed(0)
     model = PanopticModule(cfg).model.eval()
     images = collate([get_dataset(cfg.dataset, "train")[i] for i in (0, 1)]).images
@@ -210,19 +210,20 @@ def test_absolute_depth_term_hand_computed():
 
 
 def test_the_spec_chooses_the_weightless_depth_steps_whatever_the_checkpoint_stored(tmp_path):
-    """model.depth_head.layout_planes has no weights: evaluate / inference take the spec's choice, not the one
-    stored with the checkpoint's architecture."""
+    """postprocess.layout_planes has no weights: evaluate / inference take the spec's choice, not the one an
+    earlier version stored with the checkpoint's architecture (then model.depth_head.layout_planes)."""
     from nvpanoptix3d.engine.checkpoint import save_safetensors
     from nvpanoptix3d.engine.predictor import load_for_action
     from nvpanoptix3d.labels import FLOOR, WALL
     from nvpanoptix3d.model.layout import ManhattanLayout
     from nvpanoptix3d.model.network import PanopticReconstruction
-    stored = load_config(str(spec_file(tmp_path, ["model.depth_head.layout_planes=walls_floor"])),
-                         [f"results_dir={tmp_path}"])
+    stored = load_config(str(spec_file(tmp_path)), [f"results_dir={tmp_path}"])
     path = tmp_path / "weights.safetensors"
-    save_safetensors(PanopticReconstruction(stored).state_dict(), path, dataclasses.asdict(stored.model))
+    legacy = dataclasses.asdict(stored.model)
+    legacy["depth_head"].update(layout_planes="walls_floor", flip_average=True)
+    save_safetensors(PanopticReconstruction(stored).state_dict(), path, legacy)
     for choice, expected in (("off", None), ("walls", (WALL,)), ("walls_floor", (FLOOR, WALL))):
-        spec = load_config(str(spec_file(tmp_path, [f"model.depth_head.layout_planes={choice}"])),
+        spec = load_config(str(spec_file(tmp_path, [f"postprocess.layout_planes={choice}"])),
                            [f"results_dir={tmp_path}"])
         layout = load_for_action(spec, str(path), "evaluate.checkpoint", log=lambda *_: None).model.layout
         if expected is None:

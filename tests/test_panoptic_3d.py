@@ -31,8 +31,7 @@ def test_inference_labels_only_occupied_voxels_with_the_same_result(tmp_path):
         threshold = float(prob.median())           # half the candidates are free space
         stage.label_above = threshold
         sparse = stage(*args)
-    cfg3 = dataclasses.replace(cfg.model.frustum3d, occupancy_threshold=threshold)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=cfg3))
+    cfg = dataclasses.replace(cfg, postprocess=dataclasses.replace(cfg.postprocess, occupancy_threshold=threshold))
     occupied = every.fine_valid & (every.fine_logits.sigmoid() > threshold)
     assert 0 < int(occupied.sum()) < int(every.fine_valid.sum())
     assert torch.equal(sparse.fine_index, every.fine_index)
@@ -44,9 +43,9 @@ def test_inference_labels_only_occupied_voxels_with_the_same_result(tmp_path):
         p, q = panoptic_3d(out2d, sparse, i, cfg), panoptic_3d(out2d, every, i, cfg)
         assert torch.equal(p.index, q.index) and torch.equal(p.semantic, q.semantic)
         assert torch.equal(p.instance, q.instance)
-    lower = dataclasses.replace(cfg3, occupancy_threshold=threshold / 2)
-    with pytest.raises(ValueError, match="occupancy_threshold"):
-        panoptic_3d(out2d, sparse, 0, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frustum3d=lower)))
+    lower = dataclasses.replace(cfg.postprocess, occupancy_threshold=threshold / 2)
+    with pytest.raises(ValueError, match="postprocess.occupancy_threshold"):
+        panoptic_3d(out2d, sparse, 0, dataclasses.replace(cfg, postprocess=lower))
 
 
 def test_reducing_2d_features_before_sampling_equals_reducing_after(tmp_path):
@@ -79,7 +78,7 @@ def test_large_segments_hand_computed():
 def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
     from nvpanoptix3d.model.postprocess import panoptic_3d
     # random weights: with this seed and no image guide the panoptic volume has several segments
-    cfg = load_config(str(spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0",
+    cfg = load_config(str(spec_file(tmp_path, ["postprocess.min_segment_voxels=0",
                                                 "model.depth_head.guide_channels=0"])),
                       [f"results_dir={tmp_path / 'r'}"])
     torch.manual_seed(0)
@@ -92,9 +91,8 @@ def test_min_segment_voxels_drops_exactly_the_small_segments(tmp_path):
                                          return_counts=True)
     assert len(keys) >= 2
     size = int(counts.max())                        # only the largest segment stays
-    f3 = dataclasses.replace(cfg.model.frustum3d, min_segment_voxels=size)
-    kept = panoptic_3d(out.out2d, out.out3d, 0, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
-                                                                                                 frustum3d=f3)))
+    pp = dataclasses.replace(cfg.postprocess, min_segment_voxels=size)
+    kept = panoptic_3d(out.out2d, out.out3d, 0, dataclasses.replace(cfg, postprocess=pp))
     big = counts[inverse] >= size
     assert 0 < int(big.sum()) < len(big)
     assert torch.equal(kept.index, every.index[big]) and torch.equal(kept.semantic, every.semantic[big])
@@ -135,8 +133,8 @@ def test_semantic_smoothing_in_the_3d_panoptic_fusion(tmp_path):
     no_object[..., 0] = 10.0
     labels = {}
     for radius in (0, 1):
-        cfg = load_config(str(spec_file(tmp_path, ["model.frustum3d.min_segment_voxels=0",
-                                                    f"model.frustum3d.semantic_smoothing_radius={radius}"])),
+        cfg = load_config(str(spec_file(tmp_path, ["postprocess.min_segment_voxels=0",
+                                                    f"postprocess.semantic_smoothing_radius={radius}"])),
                           [f"results_dir={tmp_path / 'r'}"])
         labels[radius] = panoptic_3d(SimpleNamespace(class_logits=no_object), out3d, 0, cfg).semantic.tolist()
     assert labels[0] == [wall, wall, floor, wall, wall]

@@ -62,7 +62,7 @@ def _chain(capsys, tmp_path, backend_args, runtime=()):
 @pytest.mark.slow
 def test_every_action_local_backend(capsys, tmp_path, cache_env):
     # a weightless setting the children's spec chooses over the parent's stored one
-    _chain(capsys, tmp_path, ["--backend", "local"], ["model.frustum3d.min_segment_voxels=0"])
+    _chain(capsys, tmp_path, ["--backend", "local"], ["postprocess.min_segment_voxels=0"])
 
 
 @pytest.mark.slow
@@ -147,7 +147,8 @@ def test_train_with_policy_auto_routes_through_automl(capsys, tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--train-dataset", "/no/such/folder"], "dataset root /no/such/folder: not a folder"),
-    (["--train-dataset", str(EXAMPLE), "--override", "dataset.name=matterport"],
+    (["--train-dataset", str(EXAMPLE), "--override", "dataset.name=matterport", "--override",
+      "dataset.downsample_factor=1"],
      "spec key dataset.downsample_factor: does not match dataset.name"),
     (["--train-dataset", str(EXAMPLE), "--override", "train.distributed_strategy=fsdp"],
      "train.distributed_strategy: 'fsdp' is not one of"),

@@ -49,7 +49,7 @@ class Front3DDataset(Dataset):
     def __getitem__(self, index: int) -> FrameSample:
         row = self.rows[index]
         rgb = self._read(row, "rgb", fileio.load_rgb)
-        factor = self.cfg.downsample_factor
+        factor = self.cfg.downsample
         size = (self.height * factor, self.width * factor)
         if rgb.shape[:2] != size:
             raise SpecError(f"dataset.downsample_factor: {self._path(row, 'rgb')} is {rgb.shape[1]}x"

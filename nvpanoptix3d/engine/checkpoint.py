@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import SpecError
+from ..config import MOVED_KEYS, SpecError
 
 SCALE_SUFFIX = ".int8_scale"
 INT8_MIN_NUMEL = 4096       # smaller tensors (biases, norms, small heads) stay fp16: nothing to gain, more to lose
@@ -84,9 +84,17 @@ def checkpoint_config(path: str | Path) -> dict | None:
         from safetensors import safe_open
         with safe_open(str(p), "pt") as f:
             meta = f.metadata() or {}
-        return json.loads(meta["model_config"]) if "model_config" in meta else None
+        return _architecture(json.loads(meta["model_config"]) if "model_config" in meta else None)
     stored = read_checkpoint(p).get("hyper_parameters", {})
-    return stored.get("model_config") if isinstance(stored, dict) else None
+    return _architecture(stored.get("model_config") if isinstance(stored, dict) else None)
+
+
+def _architecture(model: dict | None) -> dict | None:
+    """A stored model section less the test-time keys earlier versions kept there (the spec's postprocess wins)."""
+    for dotted in MOVED_KEYS if model else ():
+        _, section, key = dotted.split(".")
+        model.get(section, {}).pop(key, None)
+    return model
 
 
 def save_safetensors(state: dict, path: str | Path, model_config: dict) -> None:

@@ -58,7 +58,7 @@ def run_inference(cfg: ExperimentConfig) -> dict:
     manifest = []
     for path in tqdm(images, desc="inference", unit="image"):
         fitted = fit_to_model(read_photo(path), (width, height), grid.intrinsics.fx, cfg.inference.horizontal_fov_deg,
-                              mcfg.dataset.downsample_factor)
+                              mcfg.dataset.downsample)
         rgb = fitted.rgb
         image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None].to(device) / 255.0
         out = module.model(image)

@@ -69,7 +69,7 @@ class PanopticModule(L.LightningModule):
         """Empty metrics for this data layout: Matterport counts the ceiling; PRQ's masks use the model's frustum."""
         kwargs = {"ignore_3d": set()} if self.cfg.dataset.name == "matterport" else {}
         if self.model.stage3d is not None:
-            kwargs.update(frustum_mask=self.model.stage3d.mask256, pool_factor=self.cfg.dataset.downsample_factor,
+            kwargs.update(frustum_mask=self.model.stage3d.mask256, pool_factor=self.cfg.dataset.downsample,
                           require_3d=True)
         return MetricSet(**kwargs)
 

@@ -32,11 +32,8 @@ def load_for_action(cfg: ExperimentConfig, checkpoint: str, key: str, max_voxels
     return module
 
 
-# inference-time settings the spec keeps even when the checkpoint brings its own architecture
-RUNTIME_KEYS = ("mode", "depth_head.layout_planes", "depth_head.flip_average",
-                "frustum3d.max_voxels", "frustum3d.occupancy_threshold", "frustum3d.min_segment_voxels",
-                "frustum3d.semantic_smoothing_radius", "mask_former.test_topk",
-                "mask_former.object_mask_threshold", "mask_former.overlap_threshold")
+# model keys the spec keeps even when the checkpoint brings its own architecture (postprocess is the spec's anyway)
+RUNTIME_KEYS = ("mode", "frustum3d.max_voxels")
 
 
 # architecture keys added after checkpoints were first stored: the value that a stored model section without the key

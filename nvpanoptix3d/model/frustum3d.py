@@ -126,13 +126,15 @@ def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 
 
 class Frustum3D(nn.Module):
-    def __init__(self, cfg: ModelConfig, grid: FrustumGrid, max_voxels: int = 700000):
+    def __init__(self, cfg: ModelConfig, grid: FrustumGrid, max_voxels: int = 700000, label_above: float = 0.2):
+        """label_above: out of training, voxels of this occupancy probability or less get no labels (the
+        postprocess threshold: they are never read)."""
         super().__init__()
         f3 = cfg.frustum3d
         c = f3.feature_dim
         pixel_dim = cfg.sem_seg_head.hidden_dim
         self.grid, self.max_voxels = grid, max_voxels
-        self.label_above = f3.occupancy_threshold
+        self.label_above = label_above
         self.lifter = Lifter(grid)
         self.reduce = nn.Linear(pixel_dim, c)
         self.coarse = CoarseNet(c + 3, 2 * c)

@@ -1,6 +1,6 @@
 """Manhattan room layout from the 2D stage's own outputs: the floor as one plane, the walls as vertical planes at
 right angles to each other. Their depth replaces the depth head's on floor and wall pixels before the 3D stage
-lifts it (`model.depth_head.layout_planes`).
+lifts it (`postprocess.layout_planes`).
 
 Why: walls are most of the depth head's error, and a wall that a thickened PRQ segment
 can match must lie within a voxel or two (3-6 cm) of the truth, while a per-pixel depth wobbles along it and turns
@@ -103,7 +103,7 @@ def wall_groups(offsets: torch.Tensor, min_count: int, bin_size: float = 0.05, m
 
 
 def get_layout(choice: str, intrinsics: Intrinsics) -> "ManhattanLayout | None":
-    """The layout fit `model.depth_head.layout_planes` asks for (None: off)."""
+    """The layout fit `postprocess.layout_planes` asks for (None: off)."""
     replace = {"off": (), "walls": (WALL,), "walls_floor": (FLOOR, WALL)}[choice]
     return ManhattanLayout(intrinsics, LayoutSettings(replace=replace)) if replace else None
 

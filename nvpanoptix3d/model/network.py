@@ -66,10 +66,10 @@ class PanopticReconstruction(nn.Module):
         self.backbone = get_backbone(cfg.model, checkpointing)
         self.head2d = Head2D(cfg.model, self.backbone.channels, (cfg.dataset.depth_min, cfg.dataset.depth_max))
         self.enable_3d = cfg.dataset.enable_3d
-        self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels) \
-            if self.enable_3d else None
-        self.layout = get_layout(cfg.model.depth_head.layout_planes, get_grid(cfg).intrinsics)
-        self.flip_average = cfg.model.depth_head.flip_average
+        self.stage3d = Frustum3D(cfg.model, get_grid(cfg), max_voxels or cfg.model.frustum3d.max_voxels,
+                                 cfg.postprocess.occupancy_threshold) if self.enable_3d else None
+        self.layout = get_layout(cfg.postprocess.layout_planes, get_grid(cfg).intrinsics)
+        self.flip_average = cfg.postprocess.flip_average
 
     def forward_2d(self, images: torch.Tensor) -> Output2D:
         out = self.head2d(self.backbone(images), images)

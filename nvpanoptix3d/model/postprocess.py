@@ -51,8 +51,8 @@ def kept_queries(class_logits: torch.Tensor, threshold: float) -> tuple[torch.Te
 
 
 def panoptic_2d(out: Output2D, i: int, cfg: ExperimentConfig, size: tuple[int, int]) -> Panoptic2D:
-    mf = cfg.model.mask_former
-    keep, label, score = kept_queries(out.class_logits[i], mf.object_mask_threshold)
+    pp = cfg.postprocess
+    keep, label, score = kept_queries(out.class_logits[i], pp.object_mask_threshold)
     masks = F.interpolate(out.mask_logits[i][None].float(), size=size, mode="bilinear",
                           align_corners=False)[0].sigmoid()
     depth = F.interpolate(out.depth[i][None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -66,7 +66,7 @@ def panoptic_2d(out: Output2D, i: int, cfg: ExperimentConfig, size: tuple[int, i
     for slot, q in enumerate(q_idx.tolist()):
         region = (owner == slot) & (masks[q] >= 0.5)
         original = (masks[q] >= 0.5).sum()
-        if original == 0 or region.sum() / original < mf.overlap_threshold:
+        if original == 0 or region.sum() / original < pp.overlap_threshold:
             continue
         c = int(label[q])
         semantic[region] = c
@@ -78,19 +78,19 @@ def panoptic_2d(out: Output2D, i: int, cfg: ExperimentConfig, size: tuple[int, i
 
 
 def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig, mode: str | None = None) -> Panoptic3D:
-    f3, mf = cfg.model.frustum3d, cfg.model.mask_former
+    pp = cfg.postprocess
     mode = mode or cfg.model.mode
     prob = out3d.fine_logits[i].float().sigmoid()
-    if f3.occupancy_threshold < out3d.labelled_above:
-        raise ValueError(f"model.frustum3d.occupancy_threshold {f3.occupancy_threshold} is below the "
-                         f"{out3d.labelled_above} the 3D stage labelled voxels above; set it on the model")
-    occupied = out3d.fine_valid[i] & (prob > f3.occupancy_threshold)
+    if pp.occupancy_threshold < out3d.labelled_above:
+        raise ValueError(f"postprocess.occupancy_threshold {pp.occupancy_threshold} is below the "
+                         f"{out3d.labelled_above} the 3D stage labelled voxels above; build the model with it")
+    occupied = out3d.fine_valid[i] & (prob > pp.occupancy_threshold)
     index = out3d.fine_index[i][occupied]
     sem_logits = out3d.semantic_logits[i][occupied].float()
     sem_logits[:, 0] = -1e4                                        # occupied voxels are never void
-    semantic = neighbour_mean(index, sem_logits.softmax(-1), f3.semantic_smoothing_radius).argmax(-1)
+    semantic = neighbour_mean(index, sem_logits.softmax(-1), pp.semantic_smoothing_radius).argmax(-1)
     instance = torch.zeros_like(semantic)
-    keep, label, score = kept_queries(out2d.class_logits[i], mf.object_mask_threshold)
+    keep, label, score = kept_queries(out2d.class_logits[i], pp.object_mask_threshold)
     things = keep & THING_TABLE.to(label.device)[label]
     scores = {}
     thing_voxel = THING_TABLE.to(semantic.device)[semantic]
@@ -102,13 +102,13 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
         semantic[thing_voxel] = majority_class(instance[thing_voxel], semantic[thing_voxel])
         scores = {int(q) + 1: float(score[q]) for q in q_idx.tolist()}
     prob_kept = prob[occupied]
-    keep_vox = large_segments(semantic, instance, f3.min_segment_voxels)
+    keep_vox = large_segments(semantic, instance, pp.min_segment_voxels)
     if mode == "instance":
         keep_vox = keep_vox & thing_voxel
     index, semantic, instance, prob_kept = index[keep_vox], semantic[keep_vox], instance[keep_vox], prob_kept[keep_vox]
     present = set(instance.unique().tolist())
     scores = {k: v for k, v in scores.items() if k in present}
-    return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(f3.grid_dimensions))
+    return Panoptic3D(index, semantic, instance, prob_kept, scores, tuple(cfg.model.frustum3d.grid_dimensions))
 
 
 def neighbour_mean(index: torch.Tensor, values: torch.Tensor, radius: int) -> torch.Tensor:
