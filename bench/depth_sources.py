@@ -98,7 +98,7 @@ def main() -> int:
                 sweep = plane_sweep(images, poses, ref, k, cfg.dataset.depth_min, cfg.dataset.depth_max,
                                     device=device)
                 confident = sweep.depth.cpu().numpy() > 0
-                combined = at_model_size(module.model(image, gt_depth=sweep.depth[None], teacher=every,
+                combined = at_model_size(module.model(image, gt_depth=sweep.depth[None], use_given=every,
                                                       align_fill=True).lifted_depth, k)
                 everywhere = np.ones_like(confident)
                 rows["mono"].append(scores(mono, truth, everywhere))

@@ -96,8 +96,8 @@ def evaluate(args) -> tuple[dict, float]:
                 if len(true_on):
                     exact = torch.isin(batch.semantic2d, true_on.to(device))
                     lifted = torch.where(exact, batch.depths, lifted)
-            teacher = torch.ones(1, dtype=torch.bool)
-            module.accumulate(batch, module.model(batch.images, gt_depth=lifted, teacher=teacher))
+            given = torch.ones(1, dtype=torch.bool)
+            module.accumulate(batch, module.model(batch.images, gt_depth=lifted, use_given=given))
         module.on_validation_epoch_end()
         if args.timing_frames <= 0:
             return module.last_metrics, float("nan")

@@ -12,7 +12,7 @@ from .jobs import JobRecord, JobStore, create_job
 from .skill import Skill, load_skill
 from .conditions import get_dotted
 from .spec import parse_override, resolve_spec
-from .spec_params import InferenceContext, infer_spec_params
+from .spec_params import SpecContext, infer_spec_params
 
 
 @dataclass
@@ -80,7 +80,7 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     if request.parent_job_id:
         store.get(request.parent_job_id)  # fail early on an unknown parent
     user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
-    ctx = InferenceContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
+    ctx = SpecContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
                            skill.pretrained_model())
     if stored is not None:
         # a resume: the job's own spec (the user's first overrides included), its last checkpoint, and only what

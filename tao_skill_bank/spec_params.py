@@ -18,7 +18,7 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".safetensors")
 
 
 @dataclass
-class InferenceContext:
+class SpecContext:
     """What the inference functions may look at: the job being created, its parent and the PTM choice."""
     store: JobStore
     job_id: str
@@ -119,22 +119,22 @@ def _download_once(url: str, sha256: str | None) -> Path:
     return target
 
 
-def _parent_model(ctx: InferenceContext) -> str:
+def _parent_model(ctx: SpecContext) -> str:
     if ctx.parent_job_id:
         return str(parent_checkpoint(ctx.store, ctx.parent_job_id))
     return _ptm(ctx)
 
 
-def _ptm(ctx: InferenceContext) -> str:
+def _ptm(ctx: SpecContext) -> str:
     return resolve_ptm(ctx.ptm, ctx.ptm_sha256, ctx.shipped_ptm)
 
 
-def _resume_model(ctx: InferenceContext) -> str:
+def _resume_model(ctx: SpecContext) -> str:
     own = ctx.store.results_dir(ctx.job_id) / "checkpoints" / "last.ckpt"
     return str(own) if own.is_file() else ""
 
 
-FUNCTIONS: dict[str, Callable[[InferenceContext], str]] = {
+FUNCTIONS: dict[str, Callable[[SpecContext], str]] = {
     "parent_model": _parent_model,
     "parent_model_or_ptm": _parent_model,
     "ptm": _ptm,
@@ -148,7 +148,7 @@ FUNCTIONS: dict[str, Callable[[InferenceContext], str]] = {
 }
 
 
-def infer_spec_params(skill: Skill, action: str, ctx: InferenceContext, user_keys: set[str]) -> dict[str, str]:
+def infer_spec_params(skill: Skill, action: str, ctx: SpecContext, user_keys: set[str]) -> dict[str, str]:
     """Values for the action's inferred fields; keys the user set explicitly are left to the user."""
     return {p.spec_key: FUNCTIONS[p.function](ctx) for p in skill.spec_params_for(action)
             if p.spec_key not in user_keys}

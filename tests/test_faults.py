@@ -213,7 +213,7 @@ def test_a_bad_frame_names_its_file_and_what_is_wrong(tmp_path, example_copy, da
 
 
 def test_the_kpi_is_prq_or_an_error_never_a_fallback():
-    from nvpanoptix3d.engine.evaluation import MetricSet
+    from nvpanoptix3d.metrics.metric_set import MetricSet
     sem = torch.full((1, 4), 10)
     three_d = MetricSet(require_3d=True)
     three_d.add_2d(sem, sem * 0, sem, sem * 0, torch.ones(1, 4), torch.ones(1, 4))

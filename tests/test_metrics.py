@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvpanoptix3d.engine.evaluation import IS_THING, MetricSet
+from nvpanoptix3d.metrics.metric_set import IS_THING, MetricSet
 from nvpanoptix3d.labels import CEILING, FLOOR, WALL
 from nvpanoptix3d.metrics import PanopticAccumulator
 

@@ -128,7 +128,7 @@ def test_semantic_smoothing_in_the_3d_panoptic_fusion(tmp_path):
     semantic[0, 2, wall], semantic[0, 2, floor] = 0.0, math.log(0.52 / 0.48)
     out3d = SimpleNamespace(fine_logits=torch.full((1, 5), 10.0), fine_valid=torch.ones(1, 5, dtype=torch.bool),
                             fine_index=torch.tensor([[[3, 3, k] for k in range(5)]]), semantic_logits=semantic,
-                            query_logits=torch.zeros(1, 5, 1), labelled_above=0.0)
+                            query_logits=torch.zeros(1, 5, 1), label_above=0.0)
     no_object = torch.full((1, 1, NUM_CLASSES), -10.0)
     no_object[..., 0] = 10.0
     labels = {}

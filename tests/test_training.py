@@ -335,8 +335,8 @@ def test_mirror_flips_the_chosen_frames_with_their_truth(tmp_path):
     assert ((u_mirrored - (k.width - 1 - u)).abs() <= tolerance).all()
 
 
-def test_teacher_frames_lift_the_true_depth_where_it_has_a_value_the_predicted_elsewhere(tmp_path):
-    """lifting_depth: a frame `teacher` picks takes the true depth at every pixel with one (0: none there keeps the
+def test_given_depth_frames_lift_the_true_depth_where_it_has_a_value_the_predicted_elsewhere(tmp_path):
+    """lifting_depth: a frame `use_given` picks takes the true depth at every pixel with one (0: none there keeps the
     prediction); a frame it does not pick keeps the prediction everywhere."""
     from nvpanoptix3d.model.network import PanopticReconstruction
     cfg = load_config(str(spec_file(tmp_path, [])), [f"results_dir={tmp_path}"])

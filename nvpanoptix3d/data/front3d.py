@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from .. import fileio
 from ..config import DataError, DatasetConfig, SpecError, SplitConfig
 from ..labels import IGNORE, NUM_CLASSES
-from ..layouts import FRONT3D, MATTERPORT
+from ..file_naming import FRONT3D, MATTERPORT
 from .sample import FrameSample, sparse_truth
 
 

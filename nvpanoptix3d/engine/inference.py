@@ -135,7 +135,7 @@ def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) 
                                  device=device).depth[None]
         every = torch.ones(1, dtype=torch.bool)
         align = source == "multiview"
-        out = module.model(image, gt_depth=sensor, teacher=every if sensor is not None else None, align_fill=align)
+        out = module.model(image, gt_depth=sensor, use_given=every if sensor is not None else None, align_fill=align)
         pan2d = panoptic_2d(out.out2d, 0, mcfg, (k.height, k.width))
         pan3d = panoptic_3d(out.out2d, out.out3d, 0, mcfg, cfg.inference.mode)
         written = write_outputs(out_dir, frame.name, rgb, pan2d, pan3d, grid, cfg.inference.save_mesh,

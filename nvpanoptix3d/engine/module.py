@@ -12,7 +12,7 @@ from ..data.sample import Batch
 from ..model.losses import compute_losses, occupancy_grids
 from ..model.network import PanopticReconstruction
 from ..model.postprocess import panoptic_2d, panoptic_3d
-from .evaluation import MetricSet
+from ..metrics.metric_set import MetricSet
 
 
 class PanopticModule(L.LightningModule):
@@ -46,10 +46,10 @@ class PanopticModule(L.LightningModule):
         if self.model.stage3d is not None and batch.has_3d_truth:
             g64, g128 = occupancy_grids(batch, tuple(self.cfg.model.frustum3d.grid_dimensions))
         ratio = self.cfg.model.frustum3d.gt_depth_ratio
-        teacher = None
+        given = None
         if ratio > 0:
-            teacher = torch.rand(batch.images.shape[0], generator=self._step_generator(0)) < ratio
-        out = self.model(batch.images, g64, g128, batch.depths if ratio > 0 else None, teacher)
+            given = torch.rand(batch.images.shape[0], generator=self._step_generator(0)) < ratio
+        out = self.model(batch.images, g64, g128, batch.depths if ratio > 0 else None, given)
         stage3d = self.model.stage3d
         losses = compute_losses(out, batch, self.cfg, g64, g128, stage3d.label if stage3d is not None else None)
         total = sum(losses.values())
@@ -79,7 +79,7 @@ class PanopticModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int):
         if self.cfg.dataset.depth_source == "sensor" and batch.depths is not None:  # lift the data set's depth
             every = torch.ones(batch.images.shape[0], dtype=torch.bool)
-            self.accumulate(batch, self.model(batch.images, gt_depth=batch.depths, teacher=every))
+            self.accumulate(batch, self.model(batch.images, gt_depth=batch.depths, use_given=every))
         else:
             self.accumulate(batch, self.model(batch.images))
 

@@ -28,11 +28,11 @@ class Output3D:
     fine_valid: torch.Tensor         # B x K2 bool (inside the frustum)
     fine_logits: torch.Tensor        # B x K2 occupancy logits
     # B x K2 x num_classes and B x K2 x N voxel-to-query affinities: out of training only where the occupancy
-    # probability exceeds labelled_above (zero elsewhere); None in training, whose losses label the voxels they
+    # probability exceeds label_above (zero elsewhere); None in training, whose losses label the voxels they
     # read with Frustum3D.label
     semantic_logits: torch.Tensor | None
     query_logits: torch.Tensor | None
-    labelled_above: float
+    label_above: float
     # what labelling a voxel reads: its features (B x K2 x F), the pixel features it projects onto (detached) and
     # the query embeddings
     fine_features: torch.Tensor

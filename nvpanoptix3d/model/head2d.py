@@ -94,7 +94,7 @@ class QueryDecoder(nn.Module):
 class DepthHead(nn.Module):
     """Its own light pyramid over the backbone's four strides: depth needs the room's global layout (stride 32)
     at stride-4 detail, and sharing the mask features left it to segmentation's gradients (it never learned).
-    With refine_layers > 0 a LayoutRefiner corrects that pyramid's estimate (in the sigmoid's logit, so depth
+    With refine_layers > 0 a DepthRefiner corrects that pyramid's estimate (in the sigmoid's logit, so depth
     stays within the range); with guide_channels > 0 an ImageGuide takes it to stride 2."""
 
     def __init__(self, in_channels: list[int], dim: int, depth_min: float, depth_max: float,
@@ -104,7 +104,7 @@ class DepthHead(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, dim, 3, padding=1), group_norm(dim, 8), nn.GELU(),
                                   nn.Conv2d(dim, 1, 1))
-        self.refiner = LayoutRefiner(in_channels, 2 * dim, refine_layers) if refine_layers else None
+        self.refiner = DepthRefiner(in_channels, 2 * dim, refine_layers) if refine_layers else None
         self.guide = ImageGuide(dim, guide_channels) if guide_channels else None
         self.depth_min, self.depth_max = depth_min, depth_max
 
@@ -153,7 +153,7 @@ class ImageGuide(nn.Module):
         return (up + delta.float())[:, 0]
 
 
-class LayoutRefiner(nn.Module):
+class DepthRefiner(nn.Module):
     """Corrects a depth estimate with context from the whole image. Walls are most of the depth error: planes
     whose distance the floor and the other walls pin down, which a local pyramid does not see. Self-attention
     over the stride-16 map (300 tokens at 320 x 240) relates every region to every other, then a top-down pass

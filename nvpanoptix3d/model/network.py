@@ -82,32 +82,32 @@ class PanopticReconstruction(nn.Module):
         return out
 
     def lifting_depth(self, out2d: Output2D, gt_depth: torch.Tensor | None = None,
-                      teacher: torch.Tensor | None = None, align_fill: bool = False) -> torch.Tensor:
+                      use_given: torch.Tensor | None = None, align_fill: bool = False) -> torch.Tensor:
         """The depth the 3D stage lifts with: the 2D stage's, through the layout out of training; in the frames
-        `teacher` (B bool) picks, the given depth (gt_depth, B x H x W: ground truth, a sensor's or multi-view)
+        `use_given` (B bool) picks, the given depth (gt_depth, B x H x W: ground truth, a sensor's or multi-view)
         wherever it has a value. align_fill: the prediction that fills the rest is first fitted (scale and
         shift) to the given depth's pixels, so a multi-view depth's scale carries to the whole frame."""
         depth = out2d.depth.detach()
         if self.layout is not None and not self.training:
             depth = self.layout(depth, out2d.class_logits.detach(), out2d.mask_logits.detach())
-        if gt_depth is not None and teacher is not None:
+        if gt_depth is not None and use_given is not None:
             gt = F.interpolate(gt_depth[:, None], size=depth.shape[-2:], mode="nearest")[:, 0].to(depth.dtype)
             if align_fill:
                 depth = aligned_to(depth, gt)
                 # given pixels far from the fitted prediction are a matcher's outliers: the prediction holds there
                 gt = torch.where((gt - depth).abs() > 0.25 * depth, torch.zeros_like(gt), gt)
-            pick = teacher.to(depth.device).view(-1, 1, 1)
+            pick = use_given.to(depth.device).view(-1, 1, 1)
             depth = torch.where(pick & (gt > 0), gt, depth)
         return depth
 
     def forward(self, images: torch.Tensor, forced64=None, forced128=None, gt_depth=None,
-                teacher: torch.Tensor | None = None, align_fill: bool = False) -> ModelOutput:
-        """Training may lift some frames (`teacher`, B bool) with ground-truth depth (gt_depth), so the 3D stage
+                use_given: torch.Tensor | None = None, align_fill: bool = False) -> ModelOutput:
+        """Training may lift some frames (`use_given`, B bool) with ground-truth depth (gt_depth), so the 3D stage
         learns to use a precise depth cue before the depth head can give one."""
         out2d = self.forward_2d(images)
         out3d = depth = None
         if self.stage3d is not None:
-            depth = self.lifting_depth(out2d, gt_depth, teacher, align_fill)
+            depth = self.lifting_depth(out2d, gt_depth, use_given, align_fill)
             # the 3D losses train the 3D stage only: with the seed's weights (completion 50/25/10, panoptic 25)
             # they would otherwise drown the 2D losses in the shared query embeddings
             out3d = self.stage3d(out2d.mask_features, depth, out2d.query_embed.detach(), forced64, forced128)

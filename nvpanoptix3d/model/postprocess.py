@@ -81,9 +81,9 @@ def panoptic_3d(out2d: Output2D, out3d: Output3D, i: int, cfg: ExperimentConfig,
     pp = cfg.postprocess
     mode = mode or cfg.model.mode
     prob = out3d.fine_logits[i].float().sigmoid()
-    if pp.occupancy_threshold < out3d.labelled_above:
+    if pp.occupancy_threshold < out3d.label_above:
         raise ValueError(f"postprocess.occupancy_threshold {pp.occupancy_threshold} is below the "
-                         f"{out3d.labelled_above} the 3D stage labelled voxels above; build the model with it")
+                         f"{out3d.label_above} the 3D stage labelled voxels above; build the model with it")
     occupied = out3d.fine_valid[i] & (prob > pp.occupancy_threshold)
     index = out3d.fine_index[i][occupied]
     sem_logits = out3d.semantic_logits[i][occupied].float()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import fileio
-from ..layouts import FRONT3D, LAYOUTS, Layout
+from ..file_naming import FRONT3D, NAMINGS, FileNaming
 from ..geometry import Intrinsics, front3d_grid
 from ..labels import write_colormap
 from .frames import FrameBatch, Shot
@@ -45,7 +45,7 @@ def make_scene(seed: int, index: int) -> Scene:
     return sample_scene(np.random.default_rng([seed, index]))
 
 
-def image_id(seed: int, index: int, frame: int, layout: Layout = FRONT3D) -> str:
+def image_id(seed: int, index: int, frame: int, layout: FileNaming = FRONT3D) -> str:
     if layout.name == "matterport":  # <name>_<angle>_<rot> as Matterport's camera / yaw indices
         name = hashlib.sha256(f"{seed}-{index}-{frame}".encode()).hexdigest()[:16]
         return f"{name}_{frame % 3}_{frame // 3 % 6}"
@@ -54,7 +54,7 @@ def image_id(seed: int, index: int, frame: int, layout: Layout = FRONT3D) -> str
 
 def generate_frames(seed: int, jobs: list[tuple[int, int]], voxelizer: FrustumVoxelizer,
                     scenes: dict[int, Scene] | None = None, noise: bool = True,
-                    layout: Layout = FRONT3D, with_3d: bool = True) -> list[SynthFrame]:
+                    layout: FileNaming = FRONT3D, with_3d: bool = True) -> list[SynthFrame]:
     """Frames (scene index, frame index) rendered and voxelised together (one batch of kernels): each the same
     on any worker and device, in any batch, for the same seed. Images are rendered at the layout's stored
     size (Matterport: twice 320 x 240); the frustum grid is the same. with_3d=False skips the 3D truth
@@ -77,12 +77,12 @@ def generate_frames(seed: int, jobs: list[tuple[int, int]], voxelizer: FrustumVo
 
 
 def generate_frame(seed: int, index: int, frame: int, voxelizer: FrustumVoxelizer, scene: Scene | None = None,
-                   noise: bool = True, layout: Layout = FRONT3D) -> SynthFrame:
+                   noise: bool = True, layout: FileNaming = FRONT3D) -> SynthFrame:
     """Frame `frame` of scene `index` (see generate_frames)."""
     return generate_frames(seed, [(index, frame)], voxelizer, {index: scene} if scene else None, noise, layout)[0]
 
 
-def write_frame(out: Path, f: SynthFrame, layout: Layout = FRONT3D) -> None:
+def write_frame(out: Path, f: SynthFrame, layout: FileNaming = FRONT3D) -> None:
     path = lambda kind: layout.path(out / "data", f.scene_id, f.image_id, kind)  # noqa: E731
     rgb = f.image.rgb.cpu().numpy()
     fileio.save_jpg(path("rgb"), rgb) if layout.rgb.endswith(".jpg") else fileio.save_png(path("rgb"), rgb)
@@ -107,7 +107,7 @@ _worker_voxelizer: FrustumVoxelizer | None = None
 def _work(job: tuple[str, int, int, int, str]) -> None:
     global _worker_voxelizer
     out, seed, index, frame, layout_name = job
-    layout = LAYOUTS[layout_name]
+    layout = NAMINGS[layout_name]
     torch.set_num_threads(1)
     if _worker_voxelizer is None or _worker_voxelizer.iso != layout.iso:
         _worker_voxelizer = FrustumVoxelizer(front3d_grid(), iso=layout.iso)
@@ -144,17 +144,17 @@ def write_dataset(out: str | Path, scenes: int, frames: int, seed: int = 0, val_
             bar.update()
     bar.close()
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    size = LAYOUTS[layout].downsample
+    size = NAMINGS[layout].downsample
     for _, s_seed, s, f, _ in jobs:
         splits[split_of(s, scenes, val_scenes, test_scenes)].append(
-            {"scene_id": scene_id(s_seed, s), "image_id": image_id(s_seed, s, f, LAYOUTS[layout]),
+            {"scene_id": scene_id(s_seed, s), "image_id": image_id(s_seed, s, f, NAMINGS[layout]),
              "height": 240 * size, "width": 320 * size})
     for name, rows in splits.items():
         fileio.write_bytes(out / "meta" / f"{name}.json", (json.dumps(rows, indent=1) + "\n").encode())
     grid = front3d_grid()
     fileio.save_npz(out / "meta" / "frustum_mask.npz", mask=grid.frustum_mask().numpy())
     write_colormap(out / "meta" / "colormap.json")
-    test_images = [(f"{r['scene_id']}_{r['image_id']}{LAYOUTS[layout].rgb[-4:]}",
-                    LAYOUTS[layout].path(out / "data", r["scene_id"], r["image_id"], "rgb")) for r in splits["test"]]
+    test_images = [(f"{r['scene_id']}_{r['image_id']}{NAMINGS[layout].rgb[-4:]}",
+                    NAMINGS[layout].path(out / "data", r["scene_id"], r["image_id"], "rgb")) for r in splits["test"]]
     fileio.write_tar_gz(out / "images.tar.gz", test_images)
     return out

@@ -1,4 +1,4 @@
-"""File naming of the data layouts NVPanoptix3D reads, shared by the loaders and the synthetic writer.
+"""File naming of the data sets NVPanoptix3D reads, shared by the loaders and the synthetic writer.
 
 3D-FRONT: <base>/<scene>/rgb_<id>.png, depth_<id>.exr, segmap_<id>.mapped.npz, geometry_<id>.npz, ...
 Matterport3D: image ids are "<name>_<angle>_<rot>" and files <name>_i<angle>_<rot>.jpg (640 x 480, read with
@@ -18,7 +18,7 @@ MATTERPORT_DEPTH_SCALE = 4000.0
 
 
 @dataclass(frozen=True)
-class Layout:
+class FileNaming:
     name: str
     rgb: str
     depth: str
@@ -47,9 +47,9 @@ class Layout:
             fileio.save_png(path, np.clip(np.round(depth * MATTERPORT_DEPTH_SCALE), 0, 65535).astype(np.uint16))
 
 
-FRONT3D = Layout("front3d", "rgb_{id}.png", "depth_{id}.exr", "segmap_{id}.mapped.npz", "geometry_{id}.npz",
-                 "segmentation_{id}.mapped.npz", "weighting_{id}.npz", 1, 1.0)
-MATTERPORT = Layout("matterport", "{name}_i{angle}_{rot}.jpg", "{name}_d{angle}_{rot}.png",
-                    "{name}_segmap{angle}_{rot}.mapped.npz", "{name}_geometry{angle}_{rot}.npz",
-                    "{name}_segmentation{angle}_{rot}.mapped.npz", "{name}_weighting{angle}_{rot}.npz", 2, 2.0)
-LAYOUTS = {"front3d": FRONT3D, "matterport": MATTERPORT}
+FRONT3D = FileNaming("front3d", "rgb_{id}.png", "depth_{id}.exr", "segmap_{id}.mapped.npz", "geometry_{id}.npz",
+                     "segmentation_{id}.mapped.npz", "weighting_{id}.npz", 1, 1.0)
+MATTERPORT = FileNaming("matterport", "{name}_i{angle}_{rot}.jpg", "{name}_d{angle}_{rot}.png",
+                        "{name}_segmap{angle}_{rot}.mapped.npz", "{name}_geometry{angle}_{rot}.npz",
+                        "{name}_segmentation{angle}_{rot}.mapped.npz", "{name}_weighting{angle}_{rot}.npz", 2, 2.0)
+NAMINGS = {"front3d": FRONT3D, "matterport": MATTERPORT}

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from ..config import DataError
 from ..labels import CEILING, NAMES, NUM_CLASSES, is_thing
-from ..metrics import ClassScore, PanopticAccumulator, segments, thickened_segments
+from .panoptic import ClassScore, PanopticAccumulator, segments, thickened_segments
 
 IS_THING = np.array([is_thing(c) for c in range(NUM_CLASSES)])
 
