@@ -111,7 +111,7 @@ if __name__ == "__main__":
     if a.loader_batches:
         import dataclasses
 
-        from nvpanoptix3d.engine.train import make_loader
+        from nvpanoptix3d.data.loader import make_loader
         if a.workers is not None:
             train_split = dataclasses.replace(cfg.dataset.train, num_workers=a.workers)
             cfg = dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, train=train_split))

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nvpanoptix3d.cli import load_config  # noqa: E402
 from nvpanoptix3d.engine.module import PanopticModule  # noqa: E402
-from nvpanoptix3d.engine.train import make_loader  # noqa: E402
+from nvpanoptix3d.data.loader import make_loader  # noqa: E402
 from nvpanoptix3d.model.losses import compute_losses, occupancy_grids  # noqa: E402
 
 

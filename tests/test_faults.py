@@ -102,7 +102,7 @@ def test_weights_that_fill_too_little_of_the_model_are_an_error(tmp_path):
 
 
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
-    from nvpanoptix3d.engine.train import intact_checkpoint
+    from nvpanoptix3d.engine.resume import intact_checkpoint
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
     for name in ("epoch_001.ckpt", "epoch_002.ckpt"):
