@@ -76,7 +76,7 @@ class DepthHeadConfig:
                                    "metre terms weigh (1 / area of its 2D segment)^p, normalised to a mean of 1; 0: "
                                    "every pixel alike, 1: every segment alike.", minimum=0.0, maximum=1.0)
     # walls carry most of the depth error: planes that a local pyramid does not place
-    refine_layers: int = param(4, "Self-attention layers of the depth head's layout refiner over the stride-16 "
+    refine_layers: int = param(4, "Self-attention layers of the depth head's refiner over the stride-16 "
                                "map (context of the whole room); 0: no refiner.", minimum=0, maximum=8)
     # at stride 4 thin things take their background's depth
     guide_channels: int = param(16, "Channels of the depth head's image guide, which takes the depth from stride 4 "
