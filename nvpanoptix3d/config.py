@@ -1,7 +1,7 @@
 """Typed action configs of the engine: the single definition of every spec key.
 
 The skill bank generates its JSON schemas and spec templates from these dataclasses
-(`tao_skill_bank.schema_gen`), so each leaf carries its bounds, options and AutoML metadata.
+(`python -m tao_skill_bank.schema_gen`), so each leaf carries its bounds, options and AutoML metadata.
 """
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
         store.get(request.parent_job_id)  # fail early on an unknown parent
     user_keys = {skill.shorthand_keys.get(k, k) for k in request.overrides}
     ctx = SpecContext(store, job_id, request.parent_job_id, request.ptm, request.ptm_sha256,
-                           skill.pretrained_model())
+                      skill.pretrained_model(), (skill.info or {}).get("network_arch", "model"))
     if stored is not None:
         # a resume: the job's own spec (the user's first overrides included), its last checkpoint, and only what
         # the user says now on top; data roots given again replace the stored ones

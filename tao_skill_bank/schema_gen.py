@@ -1,30 +1,28 @@
-"""Generate JSON schemas, spec templates and skill_info.yaml from the engine's typed configs and the skill markdown.
+"""Generate JSON schemas, spec templates and skill_info.yaml from an engine's typed configs and its skill markdown.
 
-    python -m tao_skill_bank.schema_gen [--check]
+    python -m tao_skill_bank.schema_gen [--engine nvpanoptix3d] [--check]
 
---check exits 1 when a committed file differs from what would be generated.
+The engine package provides `config` (ExperimentConfig of `param` leaves, ACTIONS, ACTION_SECTIONS, RULES,
+MOVED_KEYS) and `skill_facts` (its skill folder, image, shipped weights, data format). --check exits 1 when a
+committed file differs from what would be generated.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import yaml
-
-from nvpanoptix3d import config as engine_config
 
 from .conditions import keys_of
 from .skill import load_skill
 
 REPO = Path(__file__).resolve().parent.parent
-SKILL_DIR = REPO / "skills" / "tao-train-nvpanoptix3d"
-MODEL = "nvpanoptix3d"
 SCHEMA_VERSION = 1
-CONTAINER_IMAGE = "nvpanoptix3d:latest"
-PRETRAINED_MODEL = "../nvpanoptix3d/weights/nvpanoptix3d_synthetic.safetensors"  # relative to references/
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
 _TAO_TYPES = {bool: "bool", int: "int", float: "float", str: "string", list: "list"}
 
@@ -61,7 +59,7 @@ def _object_schema(cls, prefix: str, only: tuple | None, collect: dict, searched
         if only is not None and f.name not in only:
             continue
         dotted = f"{prefix}{f.name}"
-        if engine_config._is_section(f):
+        if dataclasses.is_dataclass(f.default_factory) and f.default is dataclasses.MISSING:   # a section
             props[f.name] = _object_schema(f.default_factory, dotted + ".", None, collect,
                                            searched and f.metadata.get("searched", True))
             props[f.name]["description"] = f.metadata["description"]
@@ -81,14 +79,14 @@ def _defaults(node: dict) -> dict:
     return {k: _defaults(v) if v.get("type") == "object" else v["default"] for k, v in node["properties"].items()}
 
 
-def action_schema(action: str) -> dict:
+def action_schema(engine_config: ModuleType, model: str, action: str) -> dict:
     collect = {"automl": [], "disabled": [], "popular": []}
     body = _object_schema(engine_config.ExperimentConfig, "", engine_config.ACTION_SECTIONS[action], collect)
     if action != "train":  # only training is searched
         collect["automl"], collect["disabled"] = [], []
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": f"{MODEL} {action}",
+        "title": f"{model} {action}",
         **body,
         "default": _defaults(body),
         "automl_default_parameters": collect["automl"],
@@ -98,12 +96,12 @@ def action_schema(action: str) -> dict:
                     if all(k.split(".")[0] in engine_config.ACTION_SECTIONS[action] for k in keys_of(r["require"]))],
         # keys an earlier version of the skill had, and where they went: a user's old spec gets one line
         "x_moved_keys": engine_config.MOVED_KEYS,
-        "x_tao_schema": {"action": action, "model": MODEL, "schema_version": SCHEMA_VERSION},
+        "x_tao_schema": {"action": action, "model": model, "schema_version": SCHEMA_VERSION},
     }
 
 
-def skill_info(schemas: dict[str, dict]) -> dict:
-    skill = load_skill(SKILL_DIR)
+def skill_info(facts: ModuleType, schemas: dict[str, dict]) -> dict:
+    skill = load_skill(REPO / facts.SKILL_DIR)
     actions = {}
     for action, command in skill.actions.items():
         inputs = {}
@@ -128,9 +126,10 @@ def skill_info(schemas: dict[str, dict]) -> dict:
     for p in skill.spec_params:
         spec_params.setdefault(p.action, {})[p.spec_key] = p.function
     return {
-        "name": skill.name, "network_arch": MODEL, "automl_enabled": True, "container_image": CONTAINER_IMAGE,
-        "pretrained_model": PRETRAINED_MODEL,
-        "data_format": "front3d", "gpu_spec_key": "train.num_gpus", "monitoring_metric": "kpi",
+        "name": skill.name, "network_arch": facts.MODEL, "automl_enabled": True,
+        "container_image": facts.CONTAINER_IMAGE, "pretrained_model": facts.PRETRAINED_MODEL,
+        "data_format": facts.DATA_FORMAT, "gpu_spec_key": facts.GPU_SPEC_KEY,
+        "monitoring_metric": facts.MONITORING_METRIC,
         "actions": actions, "data_sources": data_sources, "spec_params": spec_params,
         "spec_shorthand_keys": skill.shorthand_keys,
         "spec_templates": {a: f"spec_template_{a}.yaml" for a in schemas},
@@ -138,27 +137,30 @@ def skill_info(schemas: dict[str, dict]) -> dict:
     }
 
 
-def generate() -> dict[Path, str]:
+def generate(engine: str = "nvpanoptix3d") -> dict[Path, str]:
     """Every generated file, path -> text."""
+    engine_config = importlib.import_module(f"{engine}.config")
+    facts = importlib.import_module(f"{engine}.skill_facts")
     files: dict[Path, str] = {}
-    schemas = {a: action_schema(a) for a in engine_config.ACTIONS}
+    schemas = {a: action_schema(engine_config, facts.MODEL, a) for a in engine_config.ACTIONS}
     for action, schema in schemas.items():
         files[REPO / "schemas" / f"{action}.schema.json"] = json.dumps(schema, indent=2) + "\n"
         files[REPO / "references" / f"spec_template_{action}.yaml"] = yaml.safe_dump(schema["default"],
                                                                                       sort_keys=False)
-    manifest = {"model": MODEL, "schema_version": SCHEMA_VERSION,
+    manifest = {"model": facts.MODEL, "schema_version": SCHEMA_VERSION,
                 "actions": {a: f"{a}.schema.json" for a in schemas}}
     files[REPO / "schemas" / "manifest.json"] = json.dumps(manifest, indent=2) + "\n"
-    files[REPO / "references" / "skill_info.yaml"] = yaml.safe_dump(skill_info(schemas), sort_keys=False)
+    files[REPO / "references" / "skill_info.yaml"] = yaml.safe_dump(skill_info(facts, schemas), sort_keys=False)
     return files
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="nvpanoptix3d", help="the engine package (config, skill_facts)")
     parser.add_argument("--check", action="store_true", help="fail if committed files are stale")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in generate().items():
+    for path, text in generate(args.engine).items():
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(str(path.relative_to(REPO)))

@@ -19,13 +19,14 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".safetensors")
 
 @dataclass
 class SpecContext:
-    """What the inference functions may look at: the job being created, its parent and the PTM choice."""
+    """What the spec-parameter functions may look at: the job being created, its parent and the PTM choice."""
     store: JobStore
     job_id: str
     parent_job_id: str | None = None
     ptm: str | None = None          # local path, s3:// or https:// URL; None: the skill's shipped weights
     ptm_sha256: str | None = None
     shipped_ptm: str = ""           # the skill's own weights (skill_info.yaml), "" when it ships none
+    model: str = "model"            # the skill's network_arch (skill_info.yaml): names the files it creates
 
 
 def checkpoints_in(results_dir: Path) -> list[Path]:
@@ -141,10 +142,10 @@ FUNCTIONS: dict[str, Callable[[SpecContext], str]] = {
     "resume_model": _resume_model,
     "output_dir": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve()),
     "key": lambda ctx: os.environ.get("TAO_ENCRYPTION_KEY", ""),
-    "create_onnx_file": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "model.onnx"),
+    "create_onnx_file": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / f"{ctx.model}.onnx"),
     "create_engine_file": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "model.engine"),
-    "create_onnx_file_2d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "nvpanoptix3d_2d.onnx"),
-    "create_onnx_file_3d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / "nvpanoptix3d_3d.onnx"),
+    "create_onnx_file_2d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / f"{ctx.model}_2d.onnx"),
+    "create_onnx_file_3d": lambda ctx: str(ctx.store.results_dir(ctx.job_id).resolve() / f"{ctx.model}_3d.onnx"),
 }
 
 
