@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import EXAMPLE, REPO
+from helpers import EXAMPLE, REPO, free_port
 
 sys.path.insert(0, str(REPO))
 torch.set_num_threads(2)
@@ -31,12 +31,6 @@ def cache_env(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("TAO_SKILL_BANK_CACHE", str(cache))
     return cache
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """What several test files share: paths, the tiny model, and spec files over the example data."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import yaml
@@ -35,3 +36,10 @@ def spec_file(tmp_path: Path, extra=(), root: Path = EXAMPLE) -> Path:
     path.write_text(yaml.safe_dump(apply_overrides({}, [*data_overrides(root), *TINY_OVERRIDES, *TINY_TRAIN,
                                                         *extra])))
     return path
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from helpers import free_port
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -35,12 +36,6 @@ def kubeconfig(path: Path, server: str) -> Path:
         "users": [{"name": "tester", "user": {"token": "standin"}}],
         "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "tester"}}]}))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -166,7 +161,7 @@ class KubeStandIn:
     def _start(self, workload: Workload):
         """Run the pods: a Job's completions with their completion index, or a PyTorchJob's Master then its
         Workers with the operator's environment."""
-        name, port = workload.manifest["metadata"]["name"], str(_free_port())
+        name, port = workload.manifest["metadata"]["name"], str(free_port())
         if workload.kind == "Job":
             spec = workload.manifest["spec"]
             for index in range(spec.get("completions", 1)):

@@ -58,43 +58,6 @@ def test_refusals_name_what_is_missing(tmp_path, monkeypatch):
         KubernetesBackend(image="x", pvc="y").check()
 
 
-@pytest.mark.slow
-def test_two_pods_with_the_manifests_environment_train_as_one_world(tmp_path):
-    """The two pods of a 2-node job, as two processes here with the environment the manifest gives each pod
-    (NODE_RANK from its completion index; MASTER_ADDR is pod 0's DNS name there, this host here): Lightning
-    makes them ranks 0 and 1 of one world of 2, and only rank 0 records."""
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from helpers import EXAMPLE, REPO, spec_file
-    spec = spec_file(tmp_path, [f"dataset.val.json_path={EXAMPLE / 'meta' / 'train.json'}",
-                                "dataset.val.batch_size=1", "train.num_nodes=2"])
-    results = tmp_path / "store" / "results"
-    _, job = _manifests(tmp_path, nodes=2, gpus_per_node=0)
-    env_spec = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    with socket.socket() as s:                                   # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    pods = []
-    for index in range(job["spec"]["completions"]):
-        env = {k: v["value"] for k, v in env_spec.items() if "value" in v}
-        assert "job-completion-index" in env_spec["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
-        env.update(NODE_RANK=str(index), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        env.pop("NVPANOPTIX3D_AUTO_RESUME")                      # a fresh job: nothing to resume
-        pods.append(subprocess.Popen([sys.executable, "-m", "nvpanoptix3d", "train", "-e", str(spec),
-                                      f"results_dir={results}"], cwd=REPO, env={**os.environ, **env},
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [pod.communicate(timeout=900)[0] for pod in pods]
-    assert [pod.returncode for pod in pods] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    events = [json.loads(line) for line in (results / "status.json").read_text().splitlines()]
-    assert [e["devices"] for e in events if e["event"] == "start"] == [2]       # one world of two processes
-    assert [e["event"] for e in events].count("done") == 1                       # recorded once, by rank 0
-    assert (results / "checkpoints" / "last.ckpt").is_file()
-
-
 # ---------------------------------------------------------------------- through the client, against the stand-in
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
@@ -115,7 +78,7 @@ def test_the_cluster_is_asked_before_a_job_is_made(cluster, tmp_path, monkeypatc
         KubernetesBackend(image="x", pvc="store", namespace="nope").check()
     with pytest.raises(SkillBankError, match="4 GPUs per node asked; the cluster's nodes have at most 2"):
         KubernetesBackend(image="x", pvc="store", gpus_per_node=4).check()
-    from conftest import free_port
+    from helpers import free_port
     from kube_standin import kubeconfig
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "dead", f"http://127.0.0.1:{free_port()}")))
     with pytest.raises(SkillBankError, match=r"the API server http://127.0.0.1:\d+ is unreachable"):
@@ -167,16 +130,19 @@ def test_a_train_job_runs_through_the_client_and_reports_done(cluster, capsys, t
 
 
 @pytest.mark.slow
-def test_a_two_node_pytorchjob_trains_as_one_world(cluster, capsys, tmp_path):
-    """The operator's environment (RANK = the pod's rank, WORLD_SIZE = the pod count) through the container's
-    entry: Lightning sees node ranks 0 and 1 of one world of 2 processes."""
+@pytest.mark.parametrize("job_kind, worker", [("job", "-1"), ("pytorchjob", "-worker-0")])
+def test_a_two_node_job_trains_as_one_world(cluster, capsys, tmp_path, job_kind, worker):
+    """Two pods with the environment each gets: an Indexed Job's NODE_RANK from the completion index, or the
+    training operator's RANK and WORLD_SIZE through the PyTorchJob container's entry. Lightning makes them ranks 0
+    and 1 of one world of 2 processes, and only rank 0 records."""
     import json
+
     from helpers import EXAMPLE
-    result = _submit(capsys, tmp_path, "--nodes", "2", "--backend-option", "job_kind=pytorchjob", "--override",
+    result = _submit(capsys, tmp_path, "--nodes", "2", "--backend-option", f"job_kind={job_kind}", "--override",
                      f"dataset.val.json_path={EXAMPLE / 'meta' / 'train.json'}")   # a frame for each process
     assert result["status"] == "done"
     pods = {p.name: p.process.returncode for w in cluster.workloads.values() for p in w.pods}
-    assert sorted(pods.values()) == [0, 0] and any("-worker-0" in name for name in pods)
+    assert sorted(pods.values()) == [0, 0] and any(name.endswith(worker) for name in pods)
     events = [json.loads(line) for line in (tmp_path / "jobs" / result["job_id"] / "results" / "status.json")
               .read_text().splitlines()]
     assert [e["devices"] for e in events if e["event"] == "start"] == [2]
