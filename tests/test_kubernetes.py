@@ -1,5 +1,6 @@
-"""The Kubernetes backend's manifests, validated offline against the Kubernetes API schemas (no API server can
-run here), and its one-line refusals."""
+"""The Kubernetes backend: its manifests validated offline against the Kubernetes API schemas, its one-line
+refusals, and jobs through the official client against a stand-in API server (tests/kube_standin.py; no real one
+can run here) whose nodes run the pods on this machine."""
 from __future__ import annotations
 
 from pathlib import Path
