@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nvpanoptix3d import fileio  # noqa: E402
 from nvpanoptix3d.cli import apply_overrides  # noqa: E402
 from nvpanoptix3d.config import ExperimentConfig, from_dict  # noqa: E402
+from nvpanoptix3d.engine.evaluate import score_walkthrough  # noqa: E402
 from nvpanoptix3d.engine.inference import run_inference  # noqa: E402
 from nvpanoptix3d.inputs.posed import read_posed_folder  # noqa: E402
-from nvpanoptix3d.metrics.scene import in_frusta, score_scene, visible_truth  # noqa: E402
 from nvpanoptix3d.synth.multiview import write_multiview  # noqa: E402
 
 TARGETS = {"fscore": 0.90, "prq": 0.55}
@@ -56,18 +56,10 @@ def run(scene_dir: Path, results: Path, depth: str) -> dict:
                                 "inference.save_previews=false",
                                 f"dataset.depth_source={'sensor' if depth == 'noisy' else depth}"])
     summary = run_inference(from_dict(ExperimentConfig, spec))
-    volume = np.load(results / "predictions" / "scene" / "scene.npz")
-    truth = np.load(scene_dir / "scene_truth.npz")
-    folder = read_posed_folder(scene_dir)
-    views = []
-    for frame in folder.frames:  # the true depth (before any noise) decides what was seen
-        true_depth = fileio.load_uint16(scene_dir / "depth_true" / frame.depth.name).astype(np.float32) / 1000
-        c = frame.camera
-        views.append((frame.camera_to_world, true_depth, c.fx, c.fy, c.cx, c.cy))
-    inside = in_frusta(truth["points"], views)
-    seen = visible_truth(truth["points"][inside], views)
-    score = score_scene(volume["coords"], volume["semantic"], volume["instance"], float(volume["voxel_size"]),
-                        truth["points"][inside], truth["semantic"][inside], truth["instance"][inside], seen)
+    # the true depth (before any noise) decides what was seen
+    score = score_walkthrough(read_posed_folder(scene_dir), results / "predictions" / "scene" / "scene.npz",
+                              lambda frame: fileio.load_uint16(scene_dir / "depth_true" / frame.depth.name)
+                              .astype(np.float32) / 1000)
     network_s = summary["seconds"] - summary["fusion_seconds"]
     return {**score.as_dict(), "frames": summary["frames"], "fusion_fps": summary["frames"] / summary["fusion_seconds"],
             "network_fps": summary["frames"] / max(network_s, 1e-9)}

@@ -272,6 +272,9 @@ class EvaluateConfig:
     checkpoint: str = param("", "Model checkpoint to evaluate.")
     split: str = param("val", "Split to evaluate.", options=["val", "test"])
     max_frames: int = param(-1, "Evaluate at most this many frames (-1: all).", minimum=-1, maximum=10_000_000)
+    scenes_dir: str = param("", "A posed walk-through with its scene ground truth (scene_truth.npz), or a folder of "
+                            "them: each is reconstructed and scored as a fused scene (F-score@5cm, scene PRQ, IDs "
+                            "per object) instead of the split's frames.")
 
 
 @dataclass

@@ -160,3 +160,34 @@ def test_scene_scores_of_a_perfect_a_shifted_and_a_split_prediction():
     split[cube[: len(cube) // 2]] = 8                                  # one cube, two predicted IDs
     halves = score_scene(coords, sem, split, 0.03, points, semantic, instance)
     assert halves.ids_per_object == 2.0 and halves.fscore == 1.0 and halves.prq < perfect.prq
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_folder_of_walk_throughs_as_scenes(capsys, tmp_path):
+    """`--eval-dataset` of walk-throughs with scene ground truth: each is fused and scored; the means are the
+    job's metrics and scene PRQ its KPI."""
+    import json
+
+    from helpers import SKILL
+
+    from nvpanoptix3d.synth.multiview import write_multiview
+    from runners.tao_run_action import main as run_action
+    from tao_skill_bank.jobs import JobStore
+    walks = write_multiview(tmp_path / "walks", scenes=2, frames=3, seed=4)
+    code = run_action(["--skill", str(SKILL), "--action", "evaluate", "--eval-dataset", str(walks),
+                       "--jobs-dir", str(tmp_path / "jobs"), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["ok"], result
+    metrics = json.loads((JobStore(str(tmp_path / "jobs")).results_dir(result["job_id"]) / "metrics.json").read_text())
+    assert [row["scene"] for row in metrics["scenes"]] == sorted(p.name for p in walks.iterdir())
+    assert all(row["depth_source"] == "sensor" and row["frames"] == 3 for row in metrics["scenes"])
+    assert metrics["fscore"] == pytest.approx(np.mean([row["fscore"] for row in metrics["scenes"]]), abs=1e-4)
+    assert metrics["fscore"] > 0.5 and 0 <= metrics["prq"] <= 1 and result["kpi"] == metrics["kpi"] == metrics["prq"]
+
+
+def test_an_evaluation_root_with_neither_walk_throughs_nor_a_split_is_one_line(tmp_path):
+    from nvpanoptix3d.config import ExperimentConfig, SpecError, from_dict
+    from nvpanoptix3d.engine.evaluate import run_evaluate
+    cfg = from_dict(ExperimentConfig, {"results_dir": str(tmp_path / "r"), "evaluate": {"scenes_dir": str(tmp_path)}})
+    with pytest.raises(SpecError, match=f"evaluate: {tmp_path} holds neither walk-throughs"):
+        run_evaluate(cfg)

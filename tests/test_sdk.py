@@ -62,7 +62,7 @@ def test_local_roots_build_every_mandatory_key(skill):
 def test_missing_frustum_mask_gets_the_error_pattern(skill, example_copy):
     (example_copy / "meta" / "frustum_mask.npz").unlink()
     with pytest.raises(SkillBankError, match="Ensure meta/frustum_mask.npz is present"):
-        data_overrides(skill, "evaluate", DatasetRoots(eval_dataset=str(example_copy)))
+        data_overrides(skill, "train", DatasetRoots(train_datasets=str(example_copy)))
 
 
 def _upload(bucket: str, prefix: str, root: Path) -> int:
@@ -93,7 +93,7 @@ def test_s3_missing_bucket_and_missing_file(skill, s3_env, cache_env):
     s3.create_bucket(Bucket="partial")
     s3.put_object(Bucket="partial", Key="ds/meta/val.json", Body=b"[]")
     with pytest.raises(SkillBankError, match="frustum_mask.npz not found"):
-        data_overrides(skill, "evaluate", DatasetRoots(eval_dataset="s3://partial/ds"))
+        data_overrides(skill, "train", DatasetRoots(train_datasets="s3://partial/ds"))
 
 
 # ------------------------------------------------------------------ PTM
