@@ -47,7 +47,7 @@ def _worker(rank: int, world: int, a: argparse.Namespace, port: int, results) ->
         step()
         sync()
         times.append(time.perf_counter() - start)
-    median = torch.tensor(sorted(times[1:])[len(times[1:]) // 2])
+    median = torch.tensor(sorted(times[1:])[len(times[1:]) // 2], device=device)
     dist.all_reduce(median, op=dist.ReduceOp.MAX)  # the world moves at its slowest process
     if rank == 0:
         results[world] = (float(median), torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)

@@ -53,15 +53,15 @@ def training_step(stage: str, batch_size: int, precision: str, overrides: list[s
             super().__init__()
             self.model = module.model
 
-        def forward(self):
+        def forward(self, images):  # DDP wants an input to move to the device
             label = self.model.stage3d.label if self.model.stage3d is not None else None
-            return compute_losses(self.model(batch.images, g64, g128), batch, cfg, g64, g128, label)
+            return compute_losses(self.model(images, g64, g128), batch, cfg, g64, g128, label)
 
     losses = wrap(Losses()) if wrap else Losses()
 
     def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            total = sum(losses().values())
+            total = sum(losses(batch.images).values())
         total.backward()
         module.zero_grad(set_to_none=True)
 
