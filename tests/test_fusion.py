@@ -191,3 +191,14 @@ def test_an_evaluation_root_with_neither_walk_throughs_nor_a_split_is_one_line(t
     cfg = from_dict(ExperimentConfig, {"results_dir": str(tmp_path / "r"), "evaluate": {"scenes_dir": str(tmp_path)}})
     with pytest.raises(SpecError, match=f"evaluate: {tmp_path} holds neither walk-throughs"):
         run_evaluate(cfg)
+
+
+def test_dilating_keys_gives_the_26_neighbourhood():
+    from nvpanoptix3d.fusion.scene import dilate, pack, unpack
+    one = pack(np.array([[-5, 0, 7]]))
+    assert len(dilate(one)) == 27 and np.abs(unpack(dilate(one)) - [-5, 0, 7]).max() == 1
+    pair = np.sort(pack(np.array([[0, 0, 0], [1, 0, 0]])))
+    grown = dilate(pair)
+    assert len(grown) == 36 and np.all(np.diff(grown) > 0)                       # 4 x 3 x 3, sorted, unique
+    cube = np.array(np.meshgrid(*[np.arange(-1, 3)] + [np.arange(-1, 2)] * 2, indexing="ij")).reshape(3, -1).T
+    assert np.array_equal(grown, np.sort(pack(cube)))
