@@ -374,8 +374,7 @@ def leaf_type(dotted: str) -> type | None:
         if part not in fields:
             if dotted in RETIRED_KEYS:
                 raise SpecError(f"{dotted}: {RETIRED_KEYS[dotted][1]}; drop the override")
-            if dotted in MOVED_KEYS:
-                raise SpecError(f"{dotted}: moved to {MOVED_KEYS[dotted]}; write it there")
+            _refuse_moved(dotted)
             raise SpecError(f"{dotted}: unknown key {part!r}; valid keys there: {', '.join(sorted(fields))}")
         if not _is_section(fields[part]):
             return _leaf_type(fields[part]) if i == len(parts) - 1 else None
@@ -394,8 +393,7 @@ def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
         dotted = f"{path}.{key}" if path else key
         if _retired(dotted, value):
             continue
-        if dotted in MOVED_KEYS:
-            raise SpecError(f"{dotted}: moved to {MOVED_KEYS[dotted]}; write it there")
+        _refuse_moved(dotted)
         if key not in fields:
             raise SpecError(f"{dotted}: unknown key; valid keys here: {', '.join(sorted(fields))}")
         f = fields[key]
@@ -404,6 +402,11 @@ def from_dict(cls: type, data: dict | None, path: str = "") -> Any:
         else:
             kwargs[key] = _coerce(f, value, dotted)
     return cls(**kwargs)
+
+
+def _refuse_moved(dotted: str) -> None:
+    if dotted in MOVED_KEYS:
+        raise SpecError(f"{dotted}: moved to {MOVED_KEYS[dotted]}; write it there")
 
 
 def _retired(dotted: str, value: Any) -> bool:

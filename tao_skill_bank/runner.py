@@ -100,7 +100,9 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
     command = engine_command(skill, request.action, request.backend, str(store.spec_path(job_id).resolve()),
                              results_dir, container=bool(request.backend_options.get("container")))
     options = dict(request.backend_options)
-    nodes = int(get_dotted(spec, "train.num_nodes", 1) or 1) if request.action == "train" else 1
+    train = request.action == "train"   # the job's world: the train spec's nodes and GPUs, one process otherwise
+    nodes = int(get_dotted(spec, "train.num_nodes", 1) or 1) if train else 1
+    gpus = int(get_dotted(spec, "train.num_gpus", 0) or 0) if train else 0
     if nodes > 1 and request.backend in ("local", "docker"):
         raise SkillBankError(f"train.num_nodes={nodes}: the {request.backend} backend runs on this machine alone; use "
                              "--backend slurm or kubernetes for several nodes, or set train.num_nodes=1")
@@ -108,13 +110,12 @@ def prepare(request: ActionRequest, store: JobStore, dry_run: bool = False) -> P
         options.setdefault("image", skill.container_image())
     if request.backend in ("slurm", "kubernetes"):
         options.setdefault("input_paths", _local_paths(spec))
-        if request.action == "train":
-            options.setdefault("gpus_per_node", int(get_dotted(spec, "train.num_gpus", 0) or 0))
-            options.setdefault("nodes", int(get_dotted(spec, "train.num_nodes", 1) or 1))
+        options.setdefault("gpus_per_node", gpus)
+        options.setdefault("nodes", nodes)
     if request.backend == "docker":
         options.setdefault("image", skill.container_image())
         options.setdefault("input_paths", _local_paths(spec))
-        options.setdefault("gpus", int(get_dotted(spec, "train.num_gpus", 0) or 0) if request.action == "train" else 0)
+        options.setdefault("gpus", gpus)
     get_backend(request.backend, **options).check()
     return PreparedJob(job_id, request.action, skill, spec, command, request.backend, options,
                        request.parent_job_id)

@@ -45,11 +45,17 @@ def unpack(keys: np.ndarray) -> np.ndarray:
 _NEIGHBOUR_STEPS = pack(_NEIGHBOURS) - pack(np.zeros((1, 3), np.int64))
 
 
-def merged_unique(runs: np.ndarray) -> np.ndarray:
-    """Sorted unique keys of a concatenation of sorted runs: a stable sort (timsort) merges runs instead of sorting
-    from scratch, 10x a plain np.unique."""
-    ordered = np.sort(runs, kind="stable")
-    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+def merged_unique(runs: np.ndarray, return_inverse: bool = False):
+    """Sorted unique keys of a concatenation of sorted runs (and, with return_inverse, each key's index among
+    them): a stable sort (timsort) merges runs instead of sorting from scratch, 10x a plain np.unique."""
+    if not return_inverse:
+        ordered = np.sort(runs, kind="stable")
+        return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
+    order = np.argsort(runs, kind="stable")
+    first = np.concatenate([[True], runs[order[1:]] != runs[order[:-1]]])
+    inverse = np.empty(len(runs), np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return runs[order[first]], inverse
 
 
 def dilate(keys: np.ndarray) -> np.ndarray:
@@ -164,11 +170,7 @@ class SceneFusion:
         weight = np.concatenate([b[1] for b in self._buffer])
         classes = np.concatenate([b[2] for b in self._buffer])
         self._buffer = []
-        # the map's keys are one sorted run: a stable sort merges the new ones into it
-        order = np.argsort(keys, kind="stable")
-        first = np.concatenate([[True], keys[order[1:]] != keys[order[:-1]]])
-        merged, inverse = keys[order[first]], np.empty(len(keys), np.int64)
-        inverse[order] = np.cumsum(first) - 1
+        merged, inverse = merged_unique(keys, return_inverse=True)   # the map's keys are one sorted run
         old, new = inverse[:len(self.keys)], inverse[len(self.keys):]
         n = len(merged)
         hit = np.bincount(old, self.hit, n) + np.bincount(new, weight, n)

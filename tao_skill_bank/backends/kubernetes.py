@@ -139,10 +139,10 @@ class KubernetesBackend:
 
     def check(self) -> None:
         if not self.image:
-            raise SkillBankError("kubernetes backend: no image; pass --backend-option image=REGISTRY/IMAGE:TAG")
+            raise SkillBankError("kubernetes backend: no image; pass --image REGISTRY/IMAGE:TAG")
         if not self.pvc:
             raise SkillBankError("kubernetes backend: no pvc; the job store must be on a PersistentVolumeClaim "
-                                 "every pod mounts: pass --backend-option pvc=CLAIM")
+                                 "every pod mounts: pass --pvc CLAIM")
         client = self._api()
         core = client.CoreV1Api()
         self._ask(lambda: core.read_namespace(self.namespace, _request_timeout=API_TIMEOUT),
@@ -168,7 +168,8 @@ class KubernetesBackend:
                 return None
             raise SkillBankError(f"kubernetes backend: reading {what} failed ({exc.status} {exc.reason})") from None
         except HTTPError as exc:
-            host = self._api().Configuration.get_default_copy().host
+            from kubernetes.client import Configuration
+            host = Configuration.get_default_copy().host   # what _api() loaded
             raise SkillBankError(f"kubernetes backend: the API server {host} is unreachable ({type(exc).__name__}); "
                                  "check the kubeconfig's server and the network") from None
 
