@@ -12,7 +12,6 @@ Targets (combined): AbsRel <= 0.04, >= 75% of pixels within 5 cm.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import tempfile
@@ -31,10 +30,9 @@ from nvpanoptix3d.depth.multiview import plane_sweep  # noqa: E402
 from nvpanoptix3d.engine.inference import inference_model, read_depth  # noqa: E402
 from nvpanoptix3d.inputs.camera_fit import fit_depth, fit_rgb  # noqa: E402
 from nvpanoptix3d.inputs.images import read_photo  # noqa: E402
-from nvpanoptix3d.inputs.posed import read_posed_folder  # noqa: E402
-from nvpanoptix3d.synth.multiview import write_multiview  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
+from engine_common import WEIGHTS, walkthrough_parser, walkthroughs  # noqa: E402  (bench/ is on sys.path)
+
 COLUMNS = ("coverage", "absrel", "rmse", "delta125", "within5cm", "within10cm")
 
 
@@ -69,12 +67,7 @@ def scores(depth: np.ndarray, truth: np.ndarray, where: np.ndarray) -> dict:
 
 @torch.no_grad()
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenes", type=int, default=2)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--refs", type=int, default=4, help="reference frames scored per walk-through")
-    p.add_argument("--seed", type=int, default=7100)
-    a = p.parse_args()
+    a = walkthrough_parser(2, __doc__.splitlines()[0]).parse_args()
     cfg = from_dict(ExperimentConfig, apply_overrides({}, [f"inference.checkpoint={WEIGHTS}"]))
     module, device, grid = inference_model(cfg)
     k = grid.intrinsics
@@ -82,15 +75,14 @@ def main() -> int:
     rows: dict[str, list[dict]] = {s: [] for s in ("mono", "multiview", "combined", "combined:confident",
                                                   "combined:filled")}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(a.scenes):
-            folder = read_posed_folder(next(write_multiview(Path(tmp) / str(i), 1, a.frames, a.seed + i).iterdir()))
+        for i, folder, refs in walkthroughs(tmp, a):
             rng = np.random.default_rng(a.seed + i)
             for frame in folder.frames:
                 degrade(frame.image, rng)
             images = [torch.from_numpy(fit_rgb(read_photo(f.image), f.camera, k)).permute(2, 0, 1)
                       for f in folder.frames]
             poses = [f.camera_to_world for f in folder.frames]
-            for ref in np.linspace(1, a.frames - 2, a.refs).round().astype(int).tolist():
+            for ref in refs:
                 frame = folder.frames[ref]
                 truth = fit_depth(read_depth(frame), frame.depth_camera or frame.camera, k)
                 image = images[ref].float()[None].to(device) / 255

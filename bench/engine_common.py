@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -27,6 +28,26 @@ def checkpoint_parser(frames: int, description: str | None = None) -> argparse.A
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a spec override, e.g. postprocess.layout_planes=off (repeatable)")
     return p
+
+
+def walkthrough_parser(scenes: int, description: str | None = None) -> argparse.ArgumentParser:
+    """--scenes, --frames, --refs and --seed of the benches over held-out synthetic walk-throughs."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--scenes", type=int, default=scenes)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--refs", type=int, default=4, help="reference frames scored per walk-through")
+    p.add_argument("--seed", type=int, default=7100)
+    return p
+
+
+def walkthroughs(root: Path, args: argparse.Namespace):
+    """(index, posed folder, reference frame indices) of each held-out walk-through (seed + index), written under
+    root."""
+    from nvpanoptix3d.inputs.posed import read_posed_folder
+    from nvpanoptix3d.synth.multiview import write_multiview
+    for i in range(args.scenes):
+        folder = read_posed_folder(next(write_multiview(Path(root) / str(i), 1, args.frames, args.seed + i).iterdir()))
+        yield i, folder, np.linspace(1, args.frames - 2, args.refs).round().astype(int).tolist()
 
 
 def parse() -> argparse.Namespace:

@@ -9,7 +9,6 @@ Walk-throughs use seeds 7100 + i, never used in training.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -23,32 +22,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nvpanoptix3d import fileio  # noqa: E402
 from nvpanoptix3d.depth.multiview import COSTS, plane_sweep  # noqa: E402
 from nvpanoptix3d.geometry import Intrinsics  # noqa: E402
-from nvpanoptix3d.inputs.posed import read_posed_folder  # noqa: E402
-from nvpanoptix3d.synth.multiview import write_multiview  # noqa: E402
+
+from engine_common import walkthrough_parser, walkthroughs  # noqa: E402  (bench/ is on sys.path)
 
 SHARES = (0.3, 0.5, 0.7)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenes", type=int, default=3)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--refs", type=int, default=4, help="reference frames per scene")
-    p.add_argument("--seed", type=int, default=7100)
-    a = p.parse_args()
+    a = walkthrough_parser(3, __doc__.splitlines()[0]).parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     k = Intrinsics.front3d()
     stats = {c: {"kept": [], "kept_absrel": [], "seconds": [], **{s: [] for s in SHARES}} for c in COSTS}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(a.scenes):
-            folder = read_posed_folder(next(write_multiview(Path(tmp) / str(i), 1, a.frames, a.seed + i).iterdir()))
+        for i, folder, refs in walkthroughs(tmp, a):
             images = [torch.from_numpy(np.array(fileio.load_rgb(f.image))).permute(2, 0, 1).float().to(device) / 255
                       for f in folder.frames]
             poses = [f.camera_to_world for f in folder.frames]
             if i == 0:  # kernels, caches and allocator warmed before anything is timed
                 for cost in COSTS:
                     plane_sweep(images, poses, 1, k, cost_kind=cost)
-            for ref in np.linspace(1, a.frames - 2, a.refs).round().astype(int).tolist():
+            for ref in refs:
                 truth = fileio.load_uint16(folder.frames[ref].depth).astype(np.float32) / 1000
                 for cost in COSTS:
                     tick = time.perf_counter()

@@ -32,8 +32,9 @@ from nvpanoptix3d.engine.inference import run_inference  # noqa: E402
 from nvpanoptix3d.inputs.posed import read_posed_folder  # noqa: E402
 from nvpanoptix3d.synth.multiview import write_multiview  # noqa: E402
 
+from engine_common import WEIGHTS  # noqa: E402  (bench/ is on sys.path)
+
 TARGETS = {"fscore": 0.90, "prq": 0.55}
-WEIGHTS = Path(__file__).resolve().parent.parent / "nvpanoptix3d" / "weights" / "nvpanoptix3d_synthetic.safetensors"
 
 
 def add_sensor_noise(scene_dir: Path, rng: np.random.Generator) -> None:
