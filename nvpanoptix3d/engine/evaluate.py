@@ -15,7 +15,7 @@ from ..data import collate, get_dataset
 from ..fileio import write_bytes
 from ..inputs.posed import PosedFolder, read_posed_folder
 from ..metrics.scene import SceneScore, in_frusta, score_scene, visible_truth
-from .inference import read_depth, run_scene
+from .inference import inference_model, read_depth, run_scene
 from .predictor import device_for, load_for_action
 from .status import StatusWriter
 
@@ -52,14 +52,15 @@ def run_scene_evaluation(cfg: ExperimentConfig, scenes: list[Path], status: Stat
     means over the walk-throughs, kpi = scene PRQ."""
     results = Path(cfg.results_dir)
     status.write("start", action="evaluate", scenes=len(scenes), depth_source=cfg.dataset.depth_source)
+    inference = dataclasses.replace(cfg.inference, checkpoint=cfg.evaluate.checkpoint, save_mesh=False,
+                                    save_previews=False)
+    model = inference_model(dataclasses.replace(cfg, inference=inference))   # loaded once for every walk-through
     rows = []
     for scene_dir in scenes:
         folder = read_posed_folder(scene_dir)
         one = dataclasses.replace(cfg, results_dir=str(results / "scenes" / scene_dir.name),
-                                  inference=dataclasses.replace(cfg.inference, checkpoint=cfg.evaluate.checkpoint,
-                                                                images_dir=str(scene_dir), save_mesh=False,
-                                                                save_previews=False))
-        summary = run_scene(one, folder, StatusWriter(one.results_dir))
+                                  inference=dataclasses.replace(inference, images_dir=str(scene_dir)))
+        summary = run_scene(one, folder, StatusWriter(one.results_dir), model)
         score = score_walkthrough(folder, Path(one.results_dir) / "predictions" / "scene" / "scene.npz")
         rows.append({"scene": scene_dir.name, "frames": summary["frames"], "depth_source": summary["depth_source"],
                      **score.as_dict()})

@@ -100,8 +100,9 @@ LIVE_EVERY = 25   # frames between the live view's snapshots of the scene fused 
 
 
 @torch.no_grad()
-def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter) -> dict:
-    module, device, grid = inference_model(cfg)
+def run_scene(cfg: ExperimentConfig, folder: PosedFolder, status: StatusWriter, model=None) -> dict:
+    """model: inference_model(cfg) when the caller has it already (several walk-throughs, one model)."""
+    module, device, grid = model or inference_model(cfg)
     mcfg = module.cfg
     k = grid.intrinsics
     source = choose_depth_source(cfg.dataset.depth_source, folder, status)
